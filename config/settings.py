@@ -1,0 +1,215 @@
+"""Typed settings: environment over a TOML file over defaults.
+
+Environment variables use the prefix ``HOTLINE_`` and ``__`` for nesting, e.g.
+``HOTLINE_AMI__HOST``, ``HOTLINE_AMI__SECRET``, ``HOTLINE_DATABASE_URL``. The TOML file is named by
+``--config`` or ``HOTLINE_CONFIG``. Secrets (AMI secret, database URL with its password) are
+``SecretStr``: they print as ``**********`` and never reach a log line. A secret may also come from
+a file (``HOTLINE_AMI__SECRET_FILE``), as container secrets do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
+_STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")  # PJSIP/8001, Custom:seat1001
+
+
+class ConfigError(Exception):
+    """A configuration file or variable that cannot be used; the message names the key."""
+
+
+class AmiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = "hotline"
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    action_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> "AmiSettings":
+        if self.secret is None and self.secret_file is not None:
+            try:
+                self.secret = SecretStr(self.secret_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"ami.secret_file cannot be read: {exc.strerror}") from None
+        return self
+
+
+class AgiSettings(BaseModel):
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(4573, ge=0, le=65535)
+    # The address Asterisk uses to reach this service (goes into the generated dialplan).
+    advertise_host: str = "127.0.0.1"
+    max_sessions: int = Field(500, ge=1)
+    session_timeout: float = Field(120.0, gt=0)
+    command_timeout: float = Field(30.0, gt=0)
+
+
+class QueueConfig(BaseModel):
+    name: str
+    purpose: Literal["general", "business", "dialect", "special", "leader"] = "general"
+    strategy: Literal["ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom", "rrordered"] = "rrmemory"
+    ring_timeout: int = Field(15, ge=1, le=300)   # seconds a seat rings before the next one is tried
+    max_wait: int = Field(120, ge=5, le=3600)     # seconds a caller waits before Queue() gives up
+    wrapup: int = Field(5, ge=0, le=600)
+    service_level: int = Field(15, ge=1, le=600)
+    category: str = "general"                     # work-order category of calls routed here
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("queue name may hold only letters, digits, '_' and '-'")
+        return v
+
+
+class SeatConfig(BaseModel):
+    interface: str                          # e.g. PJSIP/8001
+    name: str                               # app_queue MemberName, e.g. "Seat 8001"
+    state_interface: str | None = None      # device state to follow; defaults to the interface
+    queues: list[str] = Field(default_factory=lambda: ["hotline-general"])
+    penalty: int = Field(0, ge=0, le=100)
+
+    @field_validator("interface")
+    @classmethod
+    def _iface(cls, v: str) -> str:
+        if not _INTERFACE.match(v):
+            raise ValueError("interface must look like TECH/resource, e.g. PJSIP/8001")
+        return v
+
+    @field_validator("state_interface")
+    @classmethod
+    def _state_iface(cls, v: str | None) -> str | None:
+        if v is not None and not _STATE_INTERFACE.match(v):
+            raise ValueError("state_interface must look like PJSIP/8001 or Custom:seat8001")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _seat_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "\r\n\x00,|"):
+            raise ValueError("seat name must be non-empty and hold no CR, LF, NUL, ',' or '|'")
+        return v
+
+
+class IvrMenuSettings(BaseModel):
+    greeting: str = "hotline/welcome"
+    menu_prompt: str = "hotline/menu"
+    digit_timeout_ms: int = Field(5000, ge=500, le=10000)
+    # key -> queue name; no key within the timeout goes to default_queue
+    routes: dict[str, str] = Field(default_factory=lambda: {"1": "hotline-general", "2": "hotline-business"})
+    default_queue: str = "hotline-general"
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+def _default_queues() -> list[QueueConfig]:
+    return [
+        QueueConfig(name="hotline-general", purpose="general", category="general"),
+        QueueConfig(name="hotline-business", purpose="business", category="business_environment"),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid")
+
+    node_id: str = "pbx1"
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/hotline")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor")
+    min_recording_seconds: float = Field(1.0, ge=0)
+    repeat_window_days: int = Field(7, ge=1, le=90)
+    timezone: str = "Asia/Shanghai"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+    agi: AgiSettings = Field(default_factory=AgiSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ivr: IvrMenuSettings = Field(default_factory=IvrMenuSettings)
+    queues: list[QueueConfig] = Field(default_factory=_default_queues)
+    seats: list[SeatConfig] = Field(default_factory=list)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("node_id may hold only letters, digits, '_' and '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "Settings":
+        names = {q.name for q in self.queues}
+        if len(names) != len(self.queues):
+            raise ValueError("queues: two queues share a name")
+        for i, seat in enumerate(self.seats):
+            for q in seat.queues:
+                if q not in names:
+                    raise ValueError(f"seats[{i}].queues names unknown queue {q!r}")
+        for key, q in self.ivr.routes.items():
+            if not re.fullmatch(r"[0-9*#]", key):
+                raise ValueError(f"ivr.routes key {key!r} must be one DTMF key")
+            if q not in names:
+                raise ValueError(f"ivr.routes[{key!r}] names unknown queue {q!r}")
+        if self.ivr.default_queue not in names:
+            raise ValueError(f"ivr.default_queue names unknown queue {self.ivr.default_queue!r}")
+        return self
+
+    def queue(self, name: str) -> QueueConfig | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init holds the TOML file's content; environment wins over it.
+        return (env_settings, init_settings)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """Load settings: environment over the TOML file (``path`` or $HOTLINE_CONFIG) over defaults.
+
+    Raises ConfigError with a message naming the file, line or key at fault.
+    """
+    path = path or os.environ.get("HOTLINE_CONFIG")
+    data: dict[str, Any] = {}
+    source = "environment and defaults"
+    if path:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None

@@ -1,0 +1,65 @@
+"""The aiohttp application: typed state keys and one cleanup context per resource."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from config.settings import Settings
+from hotline.service import HotlineService
+
+log = logging.getLogger("hotline.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+SERVICE = web.AppKey("service", HotlineService)
+
+
+async def pg_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[PG_POOL] = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=2, max_size=10)
+    yield
+    await app[PG_POOL].close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[REDIS] = aioredis.from_url(
+        app[SETTINGS].redis_url.get_secret_value(), decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+    )
+    yield
+    await app[REDIS].aclose()
+
+
+async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = HotlineService(app[SETTINGS], app[PG_POOL], app[REDIS])
+    app[SERVICE] = service
+    await service.start()
+    yield
+    await service.stop()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].health())
+
+
+async def live(request: web.Request) -> web.Response:
+    try:
+        snapshot = await request.app[SERVICE].live.snapshot(time.time())
+    except Exception as exc:  # noqa: BLE001 - Redis down: say so, the service goes on
+        return web.json_response({"error": f"live views unavailable: {type(exc).__name__}"}, status=503)
+    return web.json_response(snapshot)
+
+
+def make_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([pg_pool_ctx, redis_ctx, service_ctx])
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/live", live)
+    return app

@@ -1,0 +1,101 @@
+"""The ``hotline`` command: serve | demo | migrate | asterisk-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from config.settings import ConfigError, Settings, load_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotline", description="12345 hotline telephony integration service")
+    parser.add_argument("--config", help="TOML settings file (default: $HOTLINE_CONFIG); environment wins over it")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run against a real Asterisk (AMI + FastAGI) and serve the HTTP API")
+    demo = sub.add_parser("demo", help="run the service against the built-in PBX simulator with synthetic callers")
+    demo.add_argument("--calls", type=_positive_int, help="stop after this many finished calls and print a JSON summary")
+    demo.add_argument("--speed", type=_positive_float, default=20.0, help="simulated seconds per real second (default 20)")
+    demo.add_argument("--seed", type=int, default=None, help="random seed for the synthetic callers")
+    sub.add_parser("migrate", help="apply the Postgres schema migrations")
+    sub.add_parser("asterisk-config", help="print the Asterisk 22 dialplan, queues.conf and manager.conf snippets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "demo":
+            from hotline.demo import run_demo
+
+            return asyncio.run(run_demo(settings, calls=args.calls, speed=args.speed, seed=args.seed))
+        if args.command == "migrate":
+            from workorders.migrate import migrate
+
+            applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
+            print(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
+            return 0
+        if args.command == "asterisk-config":
+            from config.asterisk import render_all
+
+            sys.stdout.write(render_all(settings))
+            return 0
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ConfigError, ValueError, RuntimeError) as exc:  # MigrationError is a RuntimeError
+        logging.getLogger("hotline").error("%s: %s", args.command, exc)
+        return 1
+    return 2
+
+
+def _serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from hotline.app import make_app
+
+    if settings.ami.secret is None:
+        raise ConfigError("ami.secret is not set: give HOTLINE_AMI__SECRET or HOTLINE_AMI__SECRET_FILE")
+    web.run_app(make_app(settings), host=settings.http.host, port=settings.http.port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The citizen side of a simulated call: the script, the keys pressed, the result.
+
+How the keys work: the caller's ``dtmf`` is pressed ``dtmf_delay`` sim seconds after the first
+command that listens for digits starts (GET DATA, WAIT FOR DIGIT, or STREAM FILE / SAY with
+escape digits). Pressed keys raise DTMFBegin/DTMFEnd on the ``;2`` channel and wait in a
+buffer until a command reads them, as queued DTMF frames would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from telephony.sanitize import check_value
+
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+@dataclass(frozen=True)
+class ScriptedCaller:
+    number: str
+    name: str = ""
+    dtmf: str | None = None
+    dtmf_delay: float = 1.0
+    patience: float | None = None
+
+    def validate(self) -> None:
+        check_value(self.number, "caller number")
+        check_value(self.name, "caller name")
+        if not self.number or len(self.number) > 80 or len(self.name) > 80:
+            raise ValueError("caller number must be 1-80 characters, name at most 80")
+        if self.dtmf is not None and (len(self.dtmf) > 32 or not set(self.dtmf) <= DTMF_KEYS):
+            raise ValueError(f"dtmf must be up to 32 of {''.join(sorted(DTMF_KEYS))}")
+        if self.dtmf_delay < 0 or (self.patience is not None and self.patience < 0):
+            raise ValueError("dtmf_delay and patience must not be negative")
+
+
+@dataclass(frozen=True)
+class SimCallResult:
+    linkedid: str
+    caller_number: str
+    outcome: str  # answered | abandoned | queue_timeout | ivr_hangup (| no_queue | error)
+    seat_name: str | None
+    recording_path: Path | None
+    queue: str | None
+
+
+class Keypad:
+    def __init__(self, keys: str | None, delay: float, real: Callable[[float], float],
+                 on_press: Callable[[str], None], wake: asyncio.Event) -> None:
+        self._pending = keys or ""
+        self._delay = delay
+        self._real = real
+        self._on_press = on_press
+        self._wake = wake
+        self._timer: asyncio.TimerHandle | None = None
+        self.buffer: deque[str] = deque()
+
+    def arm(self) -> None:
+        """A command listens for digits: the caller presses them after the delay (once)."""
+        if self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._real(self._delay), self._press)
+
+    def _press(self) -> None:
+        keys, self._pending = self._pending, ""
+        for key in keys:
+            self._on_press(key)
+            self.buffer.append(key)
+        self._wake.set()
+
+    def take(self) -> str | None:
+        return self.buffer.popleft() if self.buffer else None
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

@@ -1,0 +1,250 @@
+"""One inbound call, scripted like the captures' hotline dialplan.
+
+How this works (the dialplan the service generates, priorities as in the captures):
+  1 NoOp, 2 Answer, 3 Set(CHANNEL(hangup_handler_push)=hotline-hangup,s,1), 4 AGI(agi://.../ivr),
+  5 GotoIf, 6 MixMonitor(<;2 uniqueid>.wav), 7 Queue(<HOTLINE_QUEUE or fallback>,t,,,<max wait>),
+  8 NoOp(after queue ${QUEUESTATUS}), 9 Hangup.
+The two Local channels are created first (``;1`` the citizen, ``;2`` the hotline side that runs
+the dialplan). The citizen may hang up at any moment after the answer (``patience``): that
+emits SoftHangupRequest ``;1`` / HangupRequest ``;2`` at once and wakes whatever the call is
+doing (AGI command, queue wait, talk), which then ends its own way. Every ending goes through
+one of two tails that run the hang-up handler and end with the Hangup of ``;2`` (the last event
+of the call); the recording is written and closed before that event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from telephony.simulator import chanevents as ev
+from telephony.simulator.agi_client import AgiDialogue
+from telephony.simulator.bus import CALL
+from telephony.simulator.caller import Keypad, ScriptedCaller, SimCallResult
+from telephony.simulator.channels import UP, Channel
+from telephony.simulator.queue import DEVICE_STATES
+from telephony.simulator.queue_app import QueueApp
+from telephony.simulator.wav import finish_file, start_file
+
+if TYPE_CHECKING:
+    from telephony.simulator.core import PbxCore
+
+log = logging.getLogger("hotline.simulator.calls")
+
+INBOUND_CONTEXT, INBOUND_EXTEN = "hotline-inbound", "12345"
+
+
+class InboundCall:
+    def __init__(self, core: PbxCore, caller: ScriptedCaller, on_done: Callable[[SimCallResult], None]) -> None:
+        self.core = core
+        self.bus = core.bus
+        self.caller = caller
+        self.on_done = on_done
+        self.c1, self.c2 = core.channels.local_pair(INBOUND_EXTEN, INBOUND_CONTEXT)
+        self.c1.owner = self.c2.owner = self
+        self.linkedid = self.c1.uniqueid
+        self.gone = asyncio.Event()   # the citizen hung up
+        self.dead = asyncio.Event()   # the ;2 channel is hung up (citizen gone, or AGI HANGUP)
+        self.wake = asyncio.Event()   # pokes whoever listens for keys or a hang-up
+        self.seat_hangup = asyncio.Event()  # the Hangup action hit a seat channel
+        self.keys = Keypad(caller.dtmf, caller.dtmf_delay, core.clock.real, self._key_pressed, self.wake)
+        self._citizen_hangup_pending = False
+        self._ending = False
+        self._patience: asyncio.TimerHandle | None = None
+        self.outcome = "error"
+        self.seat_name: str | None = None
+        self.queue: str | None = None
+        self.recording: Path | None = None
+        self._rec_start = 0.0
+
+    # the citizen
+
+    def _key_pressed(self, key: str) -> None:
+        if not self.dead.is_set():
+            ev.dtmf(self.bus, self.c2, key)
+
+    def citizen_hangs_up(self) -> None:
+        if self._ending or self.gone.is_set() or self.c1.gone:
+            return
+        ev.newexten(self.bus, self.c1, "Hangup", "", priority=self.c1.priority + 1)
+        ev.hangup_request(self.bus, self.c1, soft=True)
+        ev.hangup_request(self.bus, self.c2)
+        self._citizen_hangup_pending = True
+        self.gone.set()
+        self.dead.set()
+        self.wake.set()
+
+    def flush_citizen_hangup(self) -> None:
+        """The Hangup of ;1 after a citizen hang-up, where the captures show it."""
+        if self._citizen_hangup_pending:
+            self._citizen_hangup_pending = False
+            ev.hangup(self.bus, self.core.channels, self.c1)
+
+    def hangup_by_pbx(self) -> None:
+        """AGI HANGUP (or EXEC Hangup): the ;2 side is hung up; the dialplan ends."""
+        if not self.dead.is_set():
+            self.dead.set()
+            self.wake.set()
+
+    def hangup_action(self, chan: Channel) -> None:
+        """The AMI Hangup action on one of this call's channels."""
+        if chan in (self.c1, self.c2):
+            self.citizen_hangs_up()
+        else:
+            self.seat_hangup.set()
+            self.wake.set()
+
+    # variables (AGI and the Getvar / Setvar actions)
+
+    def get_var(self, name: str) -> str | None:
+        c2, up = self.c2, name.upper()
+        builtin = {"CALLERID(NUM)": c2.cid_num, "CALLERID(NAME)": c2.cid_name, "UNIQUEID": c2.uniqueid,
+                   "CHANNEL": c2.name, "CHANNEL(NAME)": c2.name, "CHANNEL(UNIQUEID)": c2.uniqueid,
+                   "CHANNEL(LINKEDID)": c2.linkedid, "CONTEXT": c2.context, "EXTEN": c2.exten,
+                   "PRIORITY": str(c2.priority), "LANGUAGE": c2.language, "CHANNEL(LANGUAGE)": c2.language,
+                   "EPOCH": str(int(self.core.clock.now())),
+                   "CALLERID(ALL)": f'"{c2.cid_name}" <{c2.cid_num}>' if c2.cid_name else c2.cid_num}
+        if up in builtin:
+            return builtin[up]
+        value = c2.variables.get(name.lstrip("_"))
+        return value if value is not None else self.core.globals.get(name)
+
+    def set_var(self, name: str, value: str) -> None:
+        up = name.upper()
+        if up in ("CALLERID(NUM)", "CALLERID(NAME)"):
+            num, nm = (value, self.c2.cid_name) if up.endswith("(NUM)") else (self.c2.cid_num, value)
+            self.set_callerid(num, nm)
+        elif up.startswith("DEVICE_STATE(") and up.endswith(")"):
+            self.core.set_device_state(name[13:-1], DEVICE_STATES.get(value.upper(), 0))
+        else:
+            ev.varset(self.bus, self.c2, name, value)
+
+    def set_callerid(self, num: str, name: str) -> None:
+        ev.newcallerid(self.bus, self.c2, num, name)
+
+    # the script
+
+    async def run(self) -> None:
+        try:
+            await self._script()
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+            raise
+        except Exception:  # noqa: BLE001 - one call's bug must not kill the others
+            log.exception("simulator: call %s failed", self.linkedid)
+            self.outcome = "error"
+            self._emergency_hangup()
+        finally:
+            self._ending = True
+            if self._patience is not None:
+                self._patience.cancel()
+            self.keys.cancel()
+            self.on_done(SimCallResult(self.linkedid, self.caller.number, self.outcome, self.seat_name,
+                                       self.recording, self.queue))
+
+    async def _script(self) -> None:
+        self._ring_in()
+        c2 = self.c2
+        ev.newexten(self.bus, c2, "Set", "CHANNEL(hangup_handler_push)=hotline-hangup,s,1", priority=3)
+        ev.hangup_handler(self.bus, c2, run=False)
+        if not self.dead.is_set():
+            agi = AgiDialogue(self)
+            ev.newexten(self.bus, c2, "AGI", agi.url, priority=4)
+            status = await agi.run()
+            self.flush_citizen_hangup()
+            ev.varset(self.bus, c2, "AGISTATUS", status)
+        if self.dead.is_set():
+            self.outcome = "ivr_hangup"
+            await self._end()
+            return
+        queue = c2.variables.get("HOTLINE_QUEUE") or self.core.config.fallback_queue
+        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
+        ev.newexten(self.bus, c2, "GotoIf", "0?done", priority=5)
+        await self._mixmonitor()
+        if self.dead.is_set():
+            self.outcome = "ivr_hangup"
+            await self._end()
+            return
+        ev.newexten(self.bus, c2, "Queue", f"{queue},t,,,{max_wait}", priority=7)
+        self.queue = queue
+        app = QueueApp(self, queue)
+        self.outcome = await app.run()
+        if self.outcome in ("queue_timeout", "no_queue"):
+            ev.newexten(self.bus, c2, "NoOp", f"after queue {c2.variables.get('QUEUESTATUS', '')}", priority=8)
+            ev.newexten(self.bus, c2, "Hangup", "", priority=9)
+        if self.outcome == "no_queue":
+            self.queue = None
+        self.seat_name = app.seat_name
+        await self._end()
+
+    def _ring_in(self) -> None:
+        """The call arrives and is answered (the Originate-like start of every capture)."""
+        bus, c1, c2, num, name = self.bus, self.c1, self.c2, self.caller.number, self.caller.name
+        self.core.channels.processed += 2
+        ev.newchannel(bus, c1)
+        ev.newchannel(bus, c2)
+        ev.newexten(bus, c1, "AppDial2", "(Outgoing Line)")
+        ev.newcallerid(bus, c1, num, name)
+        ev.newconnectedline(bus, c1, num, name)
+        c2.conn_num, c2.conn_name = num, name
+        ev.newcallerid(bus, c2, num, name)
+        ev.newconnectedline(bus, c2, num, name)
+        ev.local_bridge(bus, c1, c2, optimize=True)
+        ev.dial_begin(bus, None, c1, f"{INBOUND_EXTEN}@{INBOUND_CONTEXT}")
+        ev.newexten(bus, c2, "NoOp", "hotline inbound", priority=1)
+        ev.newexten(bus, c2, "Answer", "", priority=2)
+        ev.newstate(bus, c2, UP)
+        ev.newstate(bus, c1, UP)
+        ev.dial_end(bus, None, c1, "ANSWER")
+        ev.newexten(bus, c1, "Answer", "", context="caller-bot", exten="s", priority=1)
+        if self.caller.patience is not None:
+            loop = asyncio.get_running_loop()
+            self._patience = loop.call_later(self.core.clock.real(self.caller.patience), self.citizen_hangs_up)
+
+    async def _mixmonitor(self) -> None:
+        c2 = self.c2
+        ev.newexten(self.bus, c2, "MixMonitor", f"{c2.uniqueid}.wav", priority=6)
+        path = self.core.config.recordings_dir / f"{c2.uniqueid}.wav"
+        ev.varset(self.bus, c2, "MIXMONITOR_FILENAME", str(path))
+        self.recording, self._rec_start = path, self.core.clock.now()
+        try:
+            await asyncio.to_thread(start_file, path)
+        except OSError as exc:
+            log.warning("simulator: cannot create recording %s: %s", path, exc)
+        self.bus.emit("MixMonitorStart", CALL, c2.fields())
+
+    async def _end(self) -> None:
+        """The hang-up handler on ;2, the Hangup of ;1 if it is still up, the recording, Hangup ;2."""
+        self._ending = True
+        bus, c1, c2 = self.bus, self.c1, self.c2
+        self.flush_citizen_hangup()
+        saved = (c2.context, c2.exten, c2.priority)
+        ev.hangup_request(bus, c2, soft=True)
+        ev.hangup_handler(bus, c2, run=True)
+        ev.varset(bus, c2, "LOCAL(ARGC)", "0")
+        ev.newexten(bus, c2, "NoOp", "hangup handler 16", context="hotline-hangup", exten="s", priority=1)
+        ev.newexten(bus, c2, "Return", "", priority=2)
+        ev.varset(bus, c2, "ARGC", "")
+        ev.varset(bus, c2, "GOSUB_RETVAL", "")
+        c2.context, c2.exten, c2.priority = saved
+        if not c1.gone:
+            ev.hangup_request(bus, c1)
+            ev.hangup_request(bus, c1, soft=True)
+            ev.hangup(bus, self.core.channels, c1)
+        if self.recording is not None:
+            seconds = self.core.clock.now() - self._rec_start
+            try:
+                await asyncio.to_thread(finish_file, self.recording, seconds)
+            except OSError as exc:
+                log.warning("simulator: cannot write recording %s: %s", self.recording, exc)
+        ev.hangup(bus, self.core.channels, c2)
+
+    def _emergency_hangup(self) -> None:
+        """After a bug: hang up what is left so the service does not wait for ever."""
+        for chan in list(self.core.channels.live.values()):
+            if chan.owner is self and chan not in (self.c1, self.c2):
+                ev.hangup(self.bus, self.core.channels, chan)
+        ev.hangup(self.bus, self.core.channels, self.c1)
+        ev.hangup(self.bus, self.core.channels, self.c2)

@@ -1,0 +1,116 @@
+"""PbxSimulator: a small Asterisk 22 for tests and the demo (AMI server + FastAGI client).
+
+How this works: ``start`` builds the core (queues, channels, event bus) on a sim clock and
+opens the AMI server. ``place_call`` creates the two Local channels of a citizen's call and
+runs its script (calls.py) as a task; each task records a SimCallResult when it ends. Every
+task is independent: an exception in one is logged and ends that call only. ``stop`` cancels
+what still runs and closes the server; ``start`` after ``stop`` is an Asterisk restart: same
+port, new CoreStartupTime, no members, no calls, sim time going on from where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from telephony.simulator.ami_server import AmiServer
+from telephony.simulator.caller import ScriptedCaller, SimCallResult
+from telephony.simulator.calls import InboundCall
+from telephony.simulator.clock import SimClock
+from telephony.simulator.core import PbxCore, SeatBehaviour, SimConfig
+from telephony.simulator.queue import CallQueue
+
+log = logging.getLogger("hotline.simulator")
+
+MAX_CALLS = 1000  # calls and originates running at once
+
+
+class PbxSimulator:
+    def __init__(self, *, username: str, secret: str, agi_host: str = "127.0.0.1", agi_port: int = 4573,
+                 recordings_dir: Path | str, queues: Mapping[str, Mapping[str, object]],
+                 fallback_queue: str = "hotline-general", speed: float = 1.0,
+                 ami_host: str = "127.0.0.1", ami_port: int = 0) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be > 0")
+        for name, conf in queues.items():
+            CallQueue(name, conf)  # fail early on a bad queue definition
+        self.config = SimConfig(username, secret, agi_host, int(agi_port), Path(recordings_dir),
+                                {name: dict(conf) for name, conf in queues.items()}, fallback_queue)
+        self.speed = float(speed)
+        self.ami_host = ami_host
+        self._port = int(ami_port)
+        self.seats: dict[str, SeatBehaviour] = {}
+        self.results: dict[str, SimCallResult] = {}
+        self.core: PbxCore | None = None
+        self._server: AmiServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._sim_time: float | None = None
+
+    @property
+    def ami_port(self) -> int:
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        clock = SimClock(self.speed, self._sim_time)
+        self.core = PbxCore(clock, self.config, self.seats)
+        server = AmiServer(self.core, self._tasks, self.ami_host, self._port)
+        self._port = await server.start()
+        self._server = server
+        log.info("simulator: AMI on %s:%s, FastAGI to %s:%s, speed x%g", self.ami_host, self._port,
+                 self.config.agi_host, self.config.agi_port, self.speed)
+
+    def set_seat_behaviour(self, interface: str, behaviour: SeatBehaviour) -> None:
+        self.seats[interface] = behaviour
+
+    async def place_call(self, caller: ScriptedCaller) -> str:
+        """Start a citizen's call; returns its Linkedid at once (the call runs on)."""
+        if self.core is None:
+            raise RuntimeError("simulator not started")
+        caller.validate()
+        if len(self._tasks) >= MAX_CALLS:
+            raise RuntimeError("too many simulated calls at once")
+        call = InboundCall(self.core, caller, self._record)
+        task = asyncio.ensure_future(call.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return call.linkedid
+
+    def _record(self, result: SimCallResult) -> None:
+        self.results[result.linkedid] = result
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("simulator: task ended with %r", task.exception())
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Until every call (and Originate) has fully hung up; TimeoutError after ``timeout`` s."""
+        async def idle() -> None:
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        await asyncio.wait_for(idle(), timeout)
+
+    def drop_ami_links(self) -> None:
+        """Fault knob: cut every AMI TCP connection abruptly; calls go on."""
+        if self._server is not None:
+            self._server.drop_links()
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        if self.core is not None:
+            self._sim_time = self.core.clock.now()

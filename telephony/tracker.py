@@ -1,0 +1,225 @@
+"""The call tracker: folds AMI events into calls keyed by Linkedid.
+
+How this works: every event that carries a Linkedid belongs to one call. A channel becomes known
+to its call on the first event that names it (normally Newchannel) and leaves it on Hangup. When
+the last known channel of a call hangs up the call is final: ``feed`` returns it as a
+FinishedCall and forgets it. Nothing new can join a call after that, because a channel inherits
+its Linkedid from a channel that is still alive.
+
+The outcome comes from app_queue's events: AgentConnect means answered; QueueCallerAbandon is an
+abandon unless QUEUESTATUS says the queue timed out (app_queue emits QueueCallerAbandon for both);
+a call that never joined a queue hung up in the IVR. Pure state, no I/O: feed it events, read
+calls out.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from telephony import events as ev
+from telephony.model import (
+    ABANDONED,
+    ANSWERED,
+    IVR_HANGUP,
+    QUEUE_TIMEOUT,
+    FinishedCall,
+    RecordingRef,
+    TimelineEntry,
+)
+
+MAX_TIMELINE = 500
+RECENTLY_FINISHED = 20000     # Linkedids remembered after their call ended (late CEL, VarSet, ...)
+_IGNORED = {"CEL", "Cdr"}     # duplicates of channel events; the tracker reads the channel events
+_TIMEOUT_STATUSES = {"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
+
+
+@dataclass
+class _Call:
+    linkedid: str
+    started_at: float
+    live: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    caller_number: str | None = None
+    caller_name: str | None = None
+    caller_uniqueid: str | None = None   # the channel that sat in the queue
+    answered_at: float | None = None
+    ended_at: float | None = None
+    queue: str | None = None
+    queue_position: int | None = None
+    joined: bool = False
+    abandoned: bool = False
+    seat: str | None = None
+    seat_interface: str | None = None
+    hold_seconds: int | None = None
+    talk_seconds: int | None = None
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    ivr_seen: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+    mixmonitor_files: dict[str, str] = field(default_factory=dict)
+    recordings: list[RecordingRef] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    def note(self, at: float, kind: str, **detail: object) -> None:
+        if len(self.timeline) < MAX_TIMELINE:
+            self.timeline.append(TimelineEntry(at, kind, detail))
+
+
+class CallTracker:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.calls: dict[str, _Call] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def feed(self, event: ev.AmiEvent) -> FinishedCall | None:
+        """Apply one event; return the call it finished, if any."""
+        linkedid = event.linkedid
+        if not linkedid or event.name in _IGNORED or linkedid in self._finished:
+            return None
+        call = self.calls.get(linkedid)
+        if call is None:
+            call = self.calls[linkedid] = _Call(linkedid=linkedid, started_at=event.timestamp)
+            call.note(event.timestamp, "call_start")
+        uid = event.uniqueid
+        if uid and uid not in call.gone:
+            call.live.add(uid)
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(call, event)
+        if event.name == "AGIExecStart" and not call.ivr_seen:
+            call.ivr_seen = True
+            call.note(event.timestamp, "ivr_entered")
+        if isinstance(event, ev.Hangup) and not call.live:
+            del self.calls[linkedid]
+            self._finished[linkedid] = None
+            if len(self._finished) > RECENTLY_FINISHED:
+                self._finished.popitem(last=False)
+            return self._finish(call)
+        return None
+
+    def _finish(self, call: _Call) -> FinishedCall:
+        status = call.variables.get("QUEUESTATUS", "")
+        if call.answered_at is not None:
+            outcome = ANSWERED
+        elif call.joined or call.abandoned:
+            outcome = QUEUE_TIMEOUT if status in _TIMEOUT_STATUSES else ABANDONED
+        else:
+            outcome = IVR_HANGUP
+        ended = call.ended_at if call.ended_at is not None else call.started_at
+        call.note(ended, "hangup", cause=call.hangup_cause, outcome=outcome)
+        hotline_vars = {k: v for k, v in call.variables.items() if k.startswith("HOTLINE_")}
+        return FinishedCall(
+            node=self.node,
+            linkedid=call.linkedid,
+            caller_number=call.caller_number,
+            caller_name=call.caller_name,
+            started_at=call.started_at,
+            answered_at=call.answered_at,
+            ended_at=ended,
+            outcome=outcome,
+            ivr_choice=hotline_vars.get("HOTLINE_IVR_CHOICE"),
+            queue=call.queue or hotline_vars.get("HOTLINE_QUEUE") or None,
+            category=hotline_vars.get("HOTLINE_CATEGORY"),
+            queue_position=call.queue_position,
+            seat=call.seat,
+            seat_interface=call.seat_interface,
+            hold_seconds=call.hold_seconds,
+            talk_seconds=call.talk_seconds,
+            hangup_cause=call.hangup_cause,
+            hangup_cause_text=call.hangup_cause_text,
+            recordings=tuple(call.recordings),
+            timeline=tuple(call.timeline),
+            variables=hotline_vars,
+        )
+
+
+def _caller_id(call: _Call, e: ev.Newchannel) -> None:
+    # The caller's own channel (Uniqueid == Linkedid) names the citizen; others only until then.
+    if e.caller_number and (call.caller_number is None or e.uniqueid == call.linkedid):
+        call.caller_number = e.caller_number
+        call.caller_name = e.caller_name
+
+
+def _varset(call: _Call, e: ev.VarSet) -> None:
+    name = e.variable
+    if name.startswith("HOTLINE_") or name == "QUEUESTATUS":
+        call.variables[name] = e.value
+        if name == "HOTLINE_IVR_CHOICE":
+            call.note(e.timestamp, "ivr_choice", key=e.value)
+    elif name == "MIXMONITOR_FILENAME" and e.uniqueid:
+        call.mixmonitor_files[e.uniqueid] = e.value
+
+
+def _mixmonitor(call: _Call, e: ev.MixMonitorStart) -> None:
+    path = call.mixmonitor_files.get(e.uniqueid or "")
+    if path:
+        call.recordings.append(RecordingRef(path=path, uniqueid=e.uniqueid or "", started_at=e.timestamp))
+        call.note(e.timestamp, "recording_started", path=path)
+
+
+def _join(call: _Call, e: ev.QueueCallerJoin) -> None:
+    call.joined = True
+    call.queue = e.queue
+    call.queue_position = e.position
+    call.caller_uniqueid = e.uniqueid
+    if e.caller_number:
+        call.caller_number, call.caller_name = e.caller_number, e.caller_name
+    call.note(e.timestamp, "queue_join", queue=e.queue, position=e.position)
+
+
+def _abandon(call: _Call, e: ev.QueueCallerAbandon) -> None:
+    call.abandoned = True
+    call.hold_seconds = e.hold_time
+    call.queue = call.queue or e.queue
+    call.caller_uniqueid = call.caller_uniqueid or e.uniqueid
+    if call.caller_number is None and e.caller_number:
+        call.caller_number, call.caller_name = e.caller_number, e.caller_name
+    call.note(e.timestamp, "abandoned", queue=e.queue, position=e.position, hold=e.hold_time)
+
+
+def _called(call: _Call, e: ev.AgentCalled) -> None:
+    call.note(e.timestamp, "seat_rung", seat=e.member_name, interface=e.interface)
+
+
+def _no_answer(call: _Call, e: ev.AgentRingNoAnswer) -> None:
+    call.note(e.timestamp, "seat_no_answer", seat=e.member_name, ring_ms=e.ring_time_ms)
+
+
+def _connect(call: _Call, e: ev.AgentConnect) -> None:
+    call.answered_at = e.timestamp
+    call.seat, call.seat_interface = e.member_name, e.interface
+    call.hold_seconds = e.hold_time
+    call.note(e.timestamp, "answered", seat=e.member_name, hold=e.hold_time, ring=e.ring_time)
+
+
+def _complete(call: _Call, e: ev.AgentComplete) -> None:
+    call.talk_seconds = e.talk_time
+    call.note(e.timestamp, "completed", seat=e.member_name, talk=e.talk_time, reason=e.reason)
+
+
+def _hangup(call: _Call, e: ev.Hangup) -> None:
+    uid = e.uniqueid or ""
+    call.live.discard(uid)
+    call.gone.add(uid)
+    call.ended_at = e.timestamp
+    if uid in (call.linkedid, call.caller_uniqueid) or call.hangup_cause is None:
+        call.hangup_cause, call.hangup_cause_text = e.cause, e.cause_text
+
+
+_HANDLERS = {
+    ev.Newchannel: _caller_id,
+    ev.NewCallerid: _caller_id,
+    ev.VarSet: _varset,
+    ev.MixMonitorStart: _mixmonitor,
+    ev.QueueCallerJoin: _join,
+    ev.QueueCallerAbandon: _abandon,
+    ev.AgentCalled: _called,
+    ev.AgentRingNoAnswer: _no_answer,
+    ev.AgentConnect: _connect,
+    ev.AgentComplete: _complete,
+    ev.Hangup: _hangup,
+}

@@ -1,0 +1,438 @@
+"""The Asterisk 22 configuration generator (config/asterisk.py) and the queues.conf importer.
+
+Every snippet is parsed back with pyst2's ``asterisk.config.Config``, the reader a site's tooling
+would use, and checked section by section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import asterisk.config
+import pytest
+
+from config.asterisk import render_all, render_dialplan, render_manager, render_queues
+from config.importer import QueuesImportError, import_queues
+from config.settings import load_settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "asterisk-22" / "pbx-config"
+
+# pyst2's Config.load() does open(filename).readlines() and never closes the file: CPython warns
+# "unclosed file" (ResourceWarning) as soon as it is read. Only that warning is let through here;
+# config.importer reads with its own load() and does not leak.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed file <_io.TextIOWrapper:ResourceWarning")
+
+SECRET = "s3cr3t-Hotline-AMI-value-9f2c"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in ("HOTLINE_CONFIG", "HOTLINE_AMI__SECRET", "HOTLINE_AMI__SECRET_FILE", "HOTLINE_AMI__HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def default_settings(monkeypatch):
+    monkeypatch.setenv("HOTLINE_AMI__SECRET", SECRET)
+    settings = load_settings()
+    assert settings.ami.secret.get_secret_value() == SECRET
+    return settings
+
+
+@pytest.fixture
+def big_settings(monkeypatch):
+    monkeypatch.setenv("HOTLINE_AMI__SECRET", SECRET)
+    monkeypatch.setenv("HOTLINE_AMI__HOST", "10.20.0.5")
+    return load_settings(
+        node_id="pbx-east",
+        recordings_dir="/srv/hotline/recordings",
+        agi={"advertise_host": "10.20.0.9", "listen_port": 4600},
+        ami={"username": "hotline-svc", "port": 5039},
+        queues=[
+            {"name": "hl-general", "purpose": "general", "strategy": "rrmemory", "ring_timeout": 12, "max_wait": 150,
+             "wrapup": 8, "service_level": 20},
+            {"name": "hl-business", "purpose": "business", "strategy": "leastrecent", "ring_timeout": 20,
+             "max_wait": 300, "wrapup": 10, "service_level": 30, "category": "business_environment"},
+            {"name": "hl-dialect", "purpose": "dialect", "strategy": "linear", "max_wait": 240},
+            {"name": "hl-leader", "purpose": "leader", "strategy": "ringall", "ring_timeout": 30, "max_wait": 600,
+             "wrapup": 0},
+        ],
+        seats=[
+            {"interface": "PJSIP/8001", "name": "Seat 8001", "queues": ["hl-general", "hl-business"]},
+            {"interface": "PJSIP/8002", "name": "坐席 8002", "queues": ["hl-general"], "penalty": 2},
+            {"interface": "PJSIP/8003", "name": "Seat 8003", "state_interface": "PJSIP/8103",
+             "queues": ["hl-dialect"]},
+            {"interface": "PJSIP/8900", "name": "Leader 8900", "queues": ["hl-leader", "hl-general"], "penalty": 5},
+        ],
+        ivr={"routes": {"1": "hl-general", "2": "hl-business", "3": "hl-dialect"}, "default_queue": "hl-general"},
+    )
+
+
+def parse(tmp_path: Path, name: str, text: str) -> dict[str, list[tuple[str, str]]]:
+    """pyst2's reading of a snippet: section name -> [(key, value)] in file order."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    cfg = asterisk.config.Config(str(path))
+    sections: dict[str, list[tuple[str, str]]] = {}
+    for cat in cfg.categories:
+        assert cat.name not in sections, f"section [{cat.name}] twice in {name}"
+        sections[cat.name] = [(item.name, item.value.strip()) for item in cat.items]
+    return sections
+
+
+def keys(items: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in items:
+        assert k not in out, f"key {k} repeated"
+        out[k] = v
+    return out
+
+
+def dialplan_steps(items: list[tuple[str, str]]) -> list[str]:
+    """The application calls of the 12345 extension, in order (priority/label prefix removed)."""
+    steps = []
+    for k, v in items:
+        assert k in ("exten", "same"), k
+        if k == "exten":
+            exten, _prio, app = v.split(",", 2)
+            if exten != "12345":
+                break
+        else:
+            _prio, app = v.split(",", 1)
+        steps.append(app)
+    return steps
+
+
+# --------------------------------------------------------------------------- dialplan
+
+
+def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, int], recordings: str):
+    text = render_dialplan(settings)
+    sections = parse(tmp_path, "extensions.conf", text)
+    assert set(sections) == {"hotline-inbound", "hotline-hangup"}
+    steps = dialplan_steps(sections["hotline-inbound"])
+    assert sections["hotline-inbound"][0] == ("exten", f"12345,1,{steps[0]}")
+
+    # Answer, hangup handler, the safe defaults, then the IVR.
+    assert steps[1] == "Answer()"
+    assert steps[2] == "Set(CHANNEL(hangup_handler_push)=hotline-hangup,s,1)"
+    agi_at = steps.index(f"AGI({agi_url})")
+    assert steps[3:agi_at] == ["Set(HOTLINE_QUEUE=)", "Set(HOTLINE_QUEUE_TIMEOUT=)", "Set(HOTLINE_PRIORITY=)"]
+
+    after = steps[agi_at + 1:]
+    # The fallback: anything but a configured queue name becomes the default queue.
+    names = [q.name for q in settings.queues]
+    fallback = after[0]
+    assert fallback == (
+        f'ExecIf($["${{REGEX("^({"|".join(names)})$" ${{HOTLINE_QUEUE}})}}" != "1"]'
+        f"?Set(HOTLINE_QUEUE={default_queue}))"
+    )
+    # The timeout: the service's value if numeric, else the chosen queue's max wait.
+    assert after[1].startswith("GotoIf(") and after[1].endswith("?timeout_ok)")
+    assert "HOTLINE_QUEUE_TIMEOUT" in after[1]
+    assert after[2] == f"Set(HOTLINE_QUEUE_TIMEOUT={waits[default_queue]})"
+    per_queue = {}
+    i = 3
+    while after[i].startswith("ExecIf("):
+        m = re.fullmatch(r'ExecIf\(\$\["\$\{HOTLINE_QUEUE\}" = "([\w-]+)"\]\?Set\(HOTLINE_QUEUE_TIMEOUT=(\d+)\)\)', after[i])
+        assert m, after[i]
+        per_queue[m.group(1)] = int(m.group(2))
+        i += 1
+    assert per_queue == {q: w for q, w in waits.items() if q != default_queue}
+    # Priority only when it is a small number.
+    assert after[i].startswith("GotoIf(") and "HOTLINE_PRIORITY" in after[i] and after[i].endswith("?record)")
+    assert after[i + 1] == "Set(QUEUE_PRIO=${HOTLINE_PRIORITY})"
+    # MixMonitor with option b into the recordings directory, then Queue with the timeout 5th.
+    assert after[i + 2] == f"MixMonitor({recordings}/${{UNIQUEID}}.wav,b)"
+    queue_call = after[i + 3]
+    m = re.fullmatch(r"Queue\((.*)\)", queue_call)
+    assert m, queue_call
+    args = m.group(1).split(",")
+    assert args[0] == "${HOTLINE_QUEUE}"
+    assert args[1] == "t"
+    assert args[2] == "" and args[3] == ""
+    assert args[4] == "${HOTLINE_QUEUE_TIMEOUT}"
+    assert after[-1] == "Hangup()"
+    # Labels used by GotoIf exist.
+    raw = [v for _k, v in sections["hotline-inbound"]]
+    assert any(v.startswith("n(timeout_ok),") for v in raw)
+    assert any(v.startswith("n(record),") for v in raw)
+    # Hangup handler returns.
+    assert sections["hotline-hangup"][-1] == ("same", "n,Return()")
+    # Nothing caller-controlled is used anywhere.
+    assert "CALLERID" not in text
+    # HOTLINE_QUEUE is only ever read inside REGEX(), a comparison after the whitelist, or Queue().
+    for step in after:
+        if "${HOTLINE_PRIORITY}" in step and step.startswith("Set(QUEUE_PRIO"):
+            continue
+        for var in ("HOTLINE_QUEUE_TIMEOUT", "HOTLINE_PRIORITY"):
+            if "${" + var + "}" in step and not step.startswith(("GotoIf(", "Queue(")):
+                pytest.fail(f"{var} used outside a check: {step}")
+    return text
+
+
+def test_dialplan_default_settings(tmp_path, default_settings):
+    text = check_dialplan(
+        tmp_path,
+        default_settings,
+        agi_url="agi://127.0.0.1:4573/ivr",
+        default_queue="hotline-general",
+        waits={"hotline-general": 120, "hotline-business": 120},
+        recordings="/var/spool/asterisk/monitor",
+    )
+    assert "[hotline-inbound]" in text
+
+
+def test_dialplan_several_queues(tmp_path, big_settings):
+    check_dialplan(
+        tmp_path,
+        big_settings,
+        agi_url="agi://10.20.0.9:4600/ivr",
+        default_queue="hl-general",
+        waits={"hl-general": 150, "hl-business": 300, "hl-dialect": 240, "hl-leader": 600},
+        recordings="/srv/hotline/recordings",
+    )
+
+
+def test_dialplan_extra_dids_and_ipv6_agi(tmp_path, default_settings):
+    default_settings.agi.advertise_host = "2001:db8::9"
+    text = render_dialplan(default_settings, dids=["_0571X.", "87654321"])
+    sections = parse(tmp_path, "extensions.conf", text)
+    inbound = sections["hotline-inbound"]
+    assert ("exten", "_0571X.,1,Goto(hotline-inbound,12345,1)") in inbound
+    assert ("exten", "87654321,1,Goto(hotline-inbound,12345,1)") in inbound
+    assert any(v.endswith("AGI(agi://[2001:db8::9]:4573/ivr)") for _k, v in inbound)
+
+
+# --------------------------------------------------------------------------- queues.conf
+
+
+QUEUE_FIXED = {
+    "retry": "1",
+    "timeoutpriority": "app",
+    "ringinuse": "no",
+    "joinempty": "yes",
+    "leavewhenempty": "no",
+    "announce-frequency": "0",
+    "setinterfacevar": "yes",
+    "setqueuevar": "yes",
+    "setqueueentryvar": "yes",
+    "autofill": "yes",
+    "autopause": "no",
+    "maxlen": "0",
+}
+
+
+def check_queues(tmp_path, settings):
+    sections = parse(tmp_path, "queues.conf", render_queues(settings))
+    assert list(sections) == ["general"] + [q.name for q in settings.queues]
+    general = keys(sections["general"])
+    assert general["persistentmembers"] == "no"
+    assert general["shared_lastcall"] == "yes"
+    assert general["log_membername_as_agent"] == "yes"
+    for q in settings.queues:
+        section = keys(sections[q.name])
+        assert "member" not in section, "no static members: the service adds seats with QueueAdd"
+        assert section["strategy"] == q.strategy
+        assert section["timeout"] == str(q.ring_timeout)
+        assert section["wrapuptime"] == str(q.wrapup)
+        assert section["servicelevel"] == str(q.service_level)
+        for k, v in QUEUE_FIXED.items():
+            assert section[k] == v, (q.name, k)
+    return sections
+
+
+def test_queues_default_settings(tmp_path, default_settings):
+    check_queues(tmp_path, default_settings)
+
+
+def test_queues_several_queues_and_seats(tmp_path, big_settings):
+    check_queues(tmp_path, big_settings)
+    text = render_queues(big_settings)
+    # The seats appear only as comments, for the site's checklist of PJSIP endpoints.
+    assert "; seat (QueueAdd at start): PJSIP/8002 name '坐席 8002' state PJSIP/8002 penalty 2" in text
+    assert "PJSIP/8003 name 'Seat 8003' state PJSIP/8103" in text
+
+
+def test_generated_queues_conf_round_trips_through_the_importer(tmp_path, big_settings):
+    path = tmp_path / "queues.conf"
+    path.write_text(render_queues(big_settings), encoding="utf-8")
+    imported = {q["name"]: q for q in import_queues(path)}
+    assert list(imported) == [q.name for q in big_settings.queues]
+    for q in big_settings.queues:
+        got = imported[q.name]
+        assert (got["strategy"], got["timeout"], got["retry"], got["wrapuptime"]) == (q.strategy, q.ring_timeout, 1, q.wrapup)
+        assert got["members"] == []
+
+
+# --------------------------------------------------------------------------- manager.conf
+
+
+def test_manager_default_settings(tmp_path, default_settings):
+    sections = parse(tmp_path, "manager.conf", render_manager(default_settings))
+    assert list(sections) == ["general", "hotline"]
+    general = keys(sections["general"])
+    assert general == {"enabled": "yes", "port": "5038", "bindaddr": "127.0.0.1", "timestampevents": "yes"}
+    user = sections["hotline"]
+    acl = [(k, v) for k, v in user if k in ("deny", "permit")]
+    assert acl == [("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "127.0.0.1/255.255.255.255")]
+    fields = {k: v for k, v in user if k not in ("deny", "permit")}
+    assert fields["secret"] == "CHANGE-ME"
+    read = set(fields["read"].split(","))
+    write = set(fields["write"].split(","))
+    # FullyBooted (system), channels/bridges/MixMonitorStart/CEL (call), queues (agent), VarSet (dialplan)
+    assert {"system", "call", "agent", "dialplan"} <= read
+    assert "all" not in read
+    # QueueAdd/Remove/Pause: agent; Originate: originate; Getvar/Setvar: call; CoreShowChannels: reporting
+    assert {"agent", "originate", "call", "reporting"} <= write
+    assert not write & {"all", "command", "config", "system"}, "least privilege: no reload/CLI/config"
+    assert fields["allowmultiplelogin"] == "yes"
+
+
+def test_manager_remote_service(tmp_path, big_settings):
+    sections = parse(tmp_path, "manager.conf", render_manager(big_settings))
+    assert list(sections) == ["general", "hotline-svc"]
+    general = keys(sections["general"])
+    assert general["port"] == "5039"
+    assert general["bindaddr"] == "10.20.0.5"
+    acl = [(k, v) for k, v in sections["hotline-svc"] if k in ("deny", "permit")]
+    assert acl == [("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "10.20.0.9/255.255.255.255")]
+
+
+# --------------------------------------------------------------------------- all, secrets, errors
+
+
+def test_render_all_names_the_files_and_parses(tmp_path, big_settings):
+    text = render_all(big_settings)
+    for name in ("extensions.conf", "queues.conf", "manager.conf"):
+        assert re.search(rf"^; =+ /etc/asterisk/{re.escape(name)} ", text, re.M), name
+    assert text.index("extensions.conf") < text.index("queues.conf (") < text.index("manager.conf (")
+    # The whole output is also readable by pyst2 (only comments, sections and items).
+    path = tmp_path / "all.conf"
+    path.write_text(text, encoding="utf-8")
+    cfg = asterisk.config.Config(str(path))
+    assert [c.name for c in cfg.categories].count("general") == 2
+    assert "#include" not in text and "(!)" not in text
+
+
+@pytest.mark.parametrize("fixture", ["default_settings", "big_settings"])
+def test_secret_never_printed(request, fixture):
+    settings = request.getfixturevalue(fixture)
+    outputs = [render_dialplan(settings), render_queues(settings), render_manager(settings), render_all(settings)]
+    for out in outputs:
+        assert SECRET not in out
+    assert "CHANGE-ME" in render_manager(settings)
+
+
+def test_secret_from_file_never_printed(tmp_path, monkeypatch):
+    secret_file = tmp_path / "ami.secret"
+    secret_file.write_text("file-secret-7d1e\n")
+    monkeypatch.setenv("HOTLINE_AMI__SECRET_FILE", str(secret_file))
+    settings = load_settings()
+    assert settings.ami.secret.get_secret_value() == "file-secret-7d1e"
+    out = render_all(settings)
+    assert "file-secret-7d1e" not in out
+    assert str(secret_file) not in out
+
+
+@pytest.mark.parametrize(
+    ("mutate", "setting"),
+    [
+        (lambda s: setattr(s.queues[1], "name", "bad;name"), "queues[1].name"),
+        (lambda s: setattr(s.queues[0], "name", "x\n[evil]"), "queues[0].name"),
+        (lambda s: setattr(s.queues[1], "name", "general"), "queues[1].name"),
+        (lambda s: setattr(s.seats[1], "name", "Seat\r\n[general]"), "seats[1].name"),
+        (lambda s: setattr(s.seats[0], "interface", "PJSIP/8001;x"), "seats[0].interface"),
+        (lambda s: setattr(s.agi, "advertise_host", "0.0.0.0"), "agi.advertise_host"),
+        (lambda s: setattr(s.agi, "advertise_host", "host;name"), "agi.advertise_host"),
+        (lambda s: setattr(s.agi, "listen_port", 0), "agi.listen_port"),
+        (lambda s: setattr(s, "recordings_dir", Path("/var/spool/rec,b")), "recordings_dir"),
+        (lambda s: setattr(s, "recordings_dir", Path("relative/dir")), "recordings_dir"),
+        (lambda s: setattr(s.ami, "username", "hot[line"), "ami.username"),
+        (lambda s: setattr(s.ami, "port", 80), "ami.port"),
+        (lambda s: setattr(s, "node_id", "pbx\n1"), "node_id"),
+    ],
+)
+def test_bad_value_raises_naming_it(big_settings, mutate, setting):
+    mutate(big_settings)  # pydantic does not re-validate on assignment: the renderer must
+    with pytest.raises(ValueError) as info:
+        render_all(big_settings)
+    assert setting in str(info.value)
+
+
+def test_bad_did_raises(default_settings):
+    with pytest.raises(ValueError, match=r"dids\[0\]"):
+        render_dialplan(default_settings, dids=["123;456"])
+
+
+# --------------------------------------------------------------------------- importer
+
+
+def test_import_capture_queues_conf():
+    queues = import_queues(FIXTURES / "queues.conf")
+    assert [q["name"] for q in queues] == ["hotline-general", "hotline-leader"]
+    general, leader = queues
+    assert (general["strategy"], general["timeout"], general["retry"], general["wrapuptime"]) == ("rrmemory", 8, 1, 2)
+    assert general["members"] == []
+    assert general["options"]["ringinuse"] == "no"
+    assert general["options"]["setqueueentryvar"] == "yes"
+    # wrapuptime left out: app_queue's default 0
+    assert (leader["strategy"], leader["timeout"], leader["retry"], leader["wrapuptime"]) == ("linear", 10, 1, 0)
+
+
+def test_import_static_members(tmp_path):
+    path = tmp_path / "queues.conf"
+    path.write_text(
+        "[general]\n"
+        "persistentmembers = yes\n"
+        "\n"
+        "[sales] ; the sales line\n"
+        "strategy = fewestcalls\n"
+        "member => PJSIP/8001\n"
+        "member => PJSIP/8002,5,Seat 8002,Custom:seat8002\n"
+        'member = Local/8003@agents/n,0,"Wang, Li",PJSIP/8003,no,10,yes\n'
+        "\n"
+        "[empty]\n",
+        encoding="utf-8",
+    )
+    sales, empty = import_queues(path)
+    assert sales["name"] == "sales"
+    assert (sales["strategy"], sales["timeout"], sales["retry"], sales["wrapuptime"]) == ("fewestcalls", 15, 5, 0)
+    assert sales["members"] == [
+        {"interface": "PJSIP/8001", "penalty": 0, "membername": None, "state_interface": None,
+         "ringinuse": None, "wrapuptime": None, "paused": False},
+        {"interface": "PJSIP/8002", "penalty": 5, "membername": "Seat 8002", "state_interface": "Custom:seat8002",
+         "ringinuse": None, "wrapuptime": None, "paused": False},
+        {"interface": "Local/8003@agents/n", "penalty": 0, "membername": "Wang, Li", "state_interface": "PJSIP/8003",
+         "ringinuse": False, "wrapuptime": 10, "paused": True},
+    ]
+    assert empty == {"name": "empty", "strategy": "ringall", "timeout": 15, "retry": 5, "wrapuptime": 0,
+                     "members": [], "options": {}}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("[general]\n\n[tpl](!)\nstrategy = linear\n", 3, "templates"),
+        ("[base]\nstrategy = linear\n[q1](base)\ntimeout = 5\n", 3, "templates"),
+        ("[general]\n#include queues_custom.conf\n", 2, "#include"),
+        ('[general]\n#tryinclude "extra.conf"\n', 2, "#include"),
+        ("[q]\nnot a key value line\n", 2, "name = value"),
+        ("[q]\ntimeout = soon\n", 2, "not a whole number"),
+    ],
+)
+def test_import_refuses_what_pyst2_cannot_read(tmp_path, text, line, what):
+    path = tmp_path / "site-queues.conf"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(QueuesImportError) as info:
+        import_queues(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert what in message
+
+
+def test_import_missing_file_names_it(tmp_path):
+    path = tmp_path / "nope.conf"
+    with pytest.raises(QueuesImportError, match=re.escape(str(path))):
+        import_queues(path)

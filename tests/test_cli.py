@@ -1,0 +1,53 @@
+"""The hotline command as a user runs it: clear errors, exit codes, no secret in any output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=60)
+
+
+def test_asterisk_config_prints_all_three_files_without_the_secret():
+    out = run("asterisk-config", env={"HOTLINE_AMI__SECRET": "never-print-me-123"})
+    assert out.returncode == 0, out.stderr
+    for needle in ("[hotline-inbound]", "AGI(agi://", "Queue(", "[hotline-general]", "timestampevents = yes"):
+        assert needle in out.stdout
+    assert "never-print-me-123" not in out.stdout + out.stderr
+
+
+def test_bad_config_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ami]\nport = 'five'\n")
+    out = run("--config", str(bad), "migrate")
+    assert out.returncode == 2
+    assert "ami.port" in out.stderr and str(bad) in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, needle", [(("demo", "--calls", "0"), "at least 1"),
+                                          (("demo", "--speed", "fast"), "not a number"),
+                                          (("nosuch",), "invalid choice")])
+def test_bad_arguments_name_the_problem(args, needle):
+    out = run(*args)
+    assert out.returncode == 2 and needle in out.stderr
+
+
+def test_serve_without_secret_refuses_with_a_message():
+    out = run("serve")
+    assert out.returncode == 1
+    assert "HOTLINE_AMI__SECRET" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_migrate_against_the_test_database(pg_dsn):
+    out = run("migrate", env={"HOTLINE_DATABASE_URL": pg_dsn})
+    assert out.returncode == 0, out.stderr
+    assert "schema up to date" in out.stdout

@@ -1,0 +1,382 @@
+"""CallStore against real Postgres: rows written, idempotence, repeat callers, numbering, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from recordings.check import RecordingCheck, check_recording
+from telephony.model import OUTCOMES, FinishedCall, RecordingRef, TimelineEntry
+from workorders.numbering import ORDER_NUMBER, format_order_number, next_order_number, order_day
+from workorders.store import CallStore, RecordResult, is_anonymous
+
+from .conftest import FIXTURES
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+TABLES = ("calls", "call_events", "recordings", "work_orders", "work_order_events", "order_day_counters")
+_ids = itertools.count(1)
+
+
+def make_call(caller: str | None = "13800138000", outcome: str = "answered", *, at: float | None = None,
+              linkedid: str | None = None, node: str = "pbx-a", **fields) -> FinishedCall:
+    start = time.time() if at is None else at
+    answered = outcome == "answered"
+    timeline = (
+        TimelineEntry(start, "call_start", {"channel": "PJSIP/trunk-0001"}),
+        TimelineEntry(start + 2.5, "ivr_choice", {"key": "1"}),
+        TimelineEntry(start + 3, "queue_join", {"queue": "hotline-general", "position": 1}),
+    ) + ((TimelineEntry(start + 7, "answered", {"seat": "Seat 8001"}),) if answered else ()) + (
+        TimelineEntry(start + 20, "hangup", {"cause": 16}),)
+    values = dict(
+        node=node, linkedid=linkedid or f"1795314872.{next(_ids)}", caller_number=caller, caller_name="张三",
+        started_at=start, answered_at=start + 7 if answered else None, ended_at=start + 20, outcome=outcome,
+        ivr_choice="1", queue="hotline-general", category="housing", queue_position=1,
+        seat="Seat 8001" if answered else None, seat_interface="PJSIP/8001" if answered else None,
+        hold_seconds=4, talk_seconds=13 if answered else None, hangup_cause=16,
+        hangup_cause_text="Normal Clearing", timeline=timeline, variables={"HOTLINE_CATEGORY": "housing"},
+    )
+    values.update(fields)
+    return FinishedCall(**values)
+
+
+@pytest.fixture
+def store(pg_pool) -> CallStore:
+    return CallStore(pg_pool)
+
+
+async def counts(pool) -> dict[str, int]:
+    async with pool.acquire() as conn:
+        return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+
+
+async def order_of(pool, number: str):
+    return await pool.fetchrow("SELECT * FROM work_orders WHERE number = $1", number)
+
+
+async def order_events(pool, number: str) -> list[str]:
+    rows = await pool.fetch("SELECT e.kind FROM work_order_events e JOIN work_orders w ON w.id = e.work_order_id "
+                            "WHERE w.number = $1 ORDER BY e.id", number)
+    return [r["kind"] for r in rows]
+
+
+def today() -> str:
+    return f"{datetime.now(SHANGHAI):%Y%m%d}"
+
+
+# --- one call, all its rows -----------------------------------------------------------------
+
+async def test_answered_call_writes_call_timeline_recording_and_order(store, pg_pool):
+    start = time.time()
+    call = make_call(at=start, recordings=(
+        RecordingRef(str(FIXTURES / "answered.recording.wav"), "1795314872.2", start + 7),))
+    checks = [check_recording(FIXTURES / "answered.recording.wav")]
+    result = await store.record_call(call, checks)
+
+    assert result == RecordResult(result.call_id, f"12345-{today()}-000001", True, False)
+    row = await pg_pool.fetchrow("SELECT * FROM calls WHERE id = $1", result.call_id)
+    assert (row["node"], row["linkedid"], row["caller_number"], row["caller_name"]) == (
+        "pbx-a", call.linkedid, "13800138000", "张三")
+    assert row["started_at"] == datetime.fromtimestamp(call.started_at, timezone.utc)
+    assert row["answered_at"].timestamp() == pytest.approx(call.started_at + 7)
+    assert row["ended_at"].timestamp() == pytest.approx(call.started_at + 20)
+    assert (row["outcome"], row["ivr_choice"], row["queue"], row["category"], row["queue_position"]) == (
+        "answered", "1", "hotline-general", "housing", 1)
+    assert (row["seat"], row["seat_interface"], row["hold_seconds"], row["talk_seconds"]) == (
+        "Seat 8001", "PJSIP/8001", 4, 13)
+    assert (row["hangup_cause"], row["hangup_cause_text"]) == (16, "Normal Clearing")
+    assert json.loads(row["variables"]) == {"HOTLINE_CATEGORY": "housing"}
+
+    timeline = await pg_pool.fetch("SELECT * FROM call_events WHERE call_id = $1 ORDER BY seq", result.call_id)
+    assert [(e["seq"], e["kind"]) for e in timeline] == [
+        (0, "call_start"), (1, "ivr_choice"), (2, "queue_join"), (3, "answered"), (4, "hangup")]
+    assert json.loads(timeline[2]["detail"]) == {"queue": "hotline-general", "position": 1}
+    assert timeline[1]["at"].timestamp() == pytest.approx(call.started_at + 2.5)
+
+    rec = await pg_pool.fetchrow("SELECT * FROM recordings WHERE call_id = $1", result.call_id)
+    data = (FIXTURES / "answered.recording.wav").read_bytes()
+    assert (rec["path"], rec["bytes"], rec["sha256"], rec["status"], rec["uniqueid"]) == (
+        str(FIXTURES / "answered.recording.wav"), 96044, hashlib.sha256(data).hexdigest(), "ok", "1795314872.2")
+    assert 5.9 < float(rec["duration_seconds"]) < 6.1
+    assert rec["started_at"].timestamp() == pytest.approx(call.started_at + 7)
+
+    order = await order_of(pg_pool, result.order_number)
+    assert row["work_order_id"] == order["id"]
+    assert (order["caller_number"], order["caller_name"], order["request_type"], order["category"],
+            order["urgency"], order["status"]) == ("13800138000", "张三", None, "housing", "normal", "intake")
+    assert order["created_at"] == row["started_at"]
+    events = await pg_pool.fetch("SELECT * FROM work_order_events WHERE work_order_id = $1", order["id"])
+    assert [(e["kind"], e["actor"]) for e in events] == [("created", "system")]
+    assert json.loads(events[0]["detail"]) == {
+        "call_id": result.call_id, "node": "pbx-a", "linkedid": call.linkedid, "outcome": "answered",
+        "status": "intake"}
+    assert await counts(pg_pool) == dict(calls=1, call_events=5, recordings=1, work_orders=1,
+                                         work_order_events=1, order_day_counters=1)
+
+
+@pytest.mark.parametrize("outcome", ["abandoned", "queue_timeout", "ivr_hangup"])
+async def test_missed_call_opens_an_order_to_call_back(store, pg_pool, outcome):
+    result = await store.record_call(make_call(outcome=outcome, category=None), [])
+    order = await order_of(pg_pool, result.order_number)
+    assert (order["status"], order["category"]) == ("callback_pending", "general")
+    assert await pg_pool.fetchval("SELECT count(*) FROM recordings") == 0
+
+
+async def test_every_model_outcome_passes_the_check(store):
+    for outcome in OUTCOMES:
+        await store.record_call(make_call(caller=None, outcome=outcome), [])
+
+
+async def test_missing_and_short_recordings_are_stored_with_their_verdict(store, pg_pool, tmp_path):
+    checks = [check_recording(tmp_path / "gone.wav"), RecordingCheck("/x/short.wav", 800, 0.05, "ab" * 32, "short")]
+    result = await store.record_call(make_call(), checks)
+    rows = await pg_pool.fetch("SELECT path, bytes, duration_seconds, sha256, status, uniqueid FROM recordings "
+                               "WHERE call_id = $1 ORDER BY id", result.call_id)
+    assert [tuple(r) for r in rows] == [
+        (str(tmp_path / "gone.wav"), None, None, None, "missing", None),
+        ("/x/short.wav", 800, Decimal("0.050"), "ab" * 32, "short", None)]
+
+
+async def test_caller_controlled_text_is_stored_safely(store, pg_pool):
+    call = make_call(caller_name="Evil\x00Name\udcff", timeline=(
+        TimelineEntry(time.time(), "ivr_choice", {"key": "1\x00", "bad": float("nan"), "when": date(2024, 1, 1)}),))
+    result = await store.record_call(call, [])
+    row = await pg_pool.fetchrow("SELECT caller_name FROM calls WHERE id = $1", result.call_id)
+    assert row["caller_name"] == "EvilName?"
+    detail = json.loads(await pg_pool.fetchval("SELECT detail FROM call_events WHERE call_id = $1", result.call_id))
+    assert detail == {"key": "1", "bad": None, "when": "2024-01-01"}
+
+
+# --- idempotence ----------------------------------------------------------------------------
+
+async def test_recording_the_same_call_again_writes_nothing(store, pg_pool):
+    call = make_call()
+    checks = [check_recording(FIXTURES / "answered.recording.wav")]
+    first = await store.record_call(call, checks)
+    before = await counts(pg_pool)
+    updated = await pg_pool.fetchval("SELECT updated_at FROM work_orders")
+    again = await store.record_call(call, checks)
+    assert again == RecordResult(first.call_id, first.order_number, False, True)
+    assert await counts(pg_pool) == before
+    assert await pg_pool.fetchval("SELECT last FROM order_day_counters") == 1
+    assert await pg_pool.fetchval("SELECT updated_at FROM work_orders") == updated
+
+
+async def test_same_linkedid_on_another_node_is_another_call(store):
+    call = make_call()
+    a = await store.record_call(call, [])
+    b = await store.record_call(make_call(linkedid=call.linkedid, node="pbx-b"), [])
+    assert a.call_id != b.call_id and not b.duplicate
+
+
+async def test_concurrent_replays_of_one_call_store_it_once(store, pg_pool):
+    call = make_call(caller=None)  # anonymous: no per-number lock, so the unique key decides
+    results = await asyncio.gather(*(store.record_call(call, []) for _ in range(8)))
+    assert sum(not r.duplicate for r in results) == 1
+    assert {(r.call_id, r.order_number) for r in results} == {(results[0].call_id, results[0].order_number)}
+    assert (await counts(pg_pool))["calls"] == 1 and (await counts(pg_pool))["work_orders"] == 1
+    # the losers' orders and numbers rolled back with them: no gap
+    assert await pg_pool.fetchval("SELECT last FROM order_day_counters") == 1
+
+
+# --- repeat callers -------------------------------------------------------------------------
+
+async def test_repeat_call_within_the_window_links_to_the_open_order(store, pg_pool):
+    now = time.time()
+    first = await store.record_call(make_call(at=now - 6 * 86400), [])
+    second = await store.record_call(make_call(at=now), [])
+    assert (second.order_number, second.order_created) == (first.order_number, False)
+    assert await order_events(pg_pool, first.order_number) == ["created", "repeat_call_linked"]
+    links = await pg_pool.fetch("SELECT DISTINCT work_order_id FROM calls")
+    assert len(links) == 1
+    order = await order_of(pg_pool, first.order_number)
+    assert order["updated_at"] > order["created_at"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM work_orders") == 1
+
+
+async def test_repeat_call_outside_the_window_opens_a_new_order(store, pg_pool):
+    now = time.time()
+    first = await store.record_call(make_call(at=now - 8 * 86400), [])
+    second = await store.record_call(make_call(at=now), [])
+    assert second.order_created and second.order_number != first.order_number
+    assert second.order_number == f"12345-{today()}-000001"  # a new day, its own sequence
+
+
+async def test_repeat_window_is_configurable(pg_pool):
+    store = CallStore(pg_pool, repeat_window_days=1)
+    now = time.time()
+    await store.record_call(make_call(at=now - 2 * 86400), [])
+    assert (await store.record_call(make_call(at=now), [])).order_created
+
+
+@pytest.mark.parametrize("status", ["closed", "archived"])
+async def test_closed_order_is_not_reopened(store, pg_pool, status):
+    first = await store.record_call(make_call(), [])
+    await pg_pool.execute("UPDATE work_orders SET status = $1", status)
+    second = await store.record_call(make_call(), [])
+    assert second.order_created and second.order_number != first.order_number
+    assert (await order_of(pg_pool, first.order_number))["status"] == status
+
+
+async def test_repeat_links_to_the_newest_open_order(store, pg_pool):
+    now = time.time()
+    older = await store.record_call(make_call(at=now - 3 * 86400), [])
+    await pg_pool.execute("UPDATE work_orders SET status = 'closed'")
+    newer = await store.record_call(make_call(at=now - 86400), [])
+    assert (await store.record_call(make_call(at=now), [])).order_number == newer.order_number != older.order_number
+
+
+async def test_answered_repeat_moves_callback_pending_to_intake(store, pg_pool):
+    missed = await store.record_call(make_call(outcome="abandoned"), [])
+    assert (await order_of(pg_pool, missed.order_number))["status"] == "callback_pending"
+    missed_again = await store.record_call(make_call(outcome="queue_timeout"), [])
+    assert (await order_of(pg_pool, missed.order_number))["status"] == "callback_pending"
+    answered = await store.record_call(make_call(outcome="answered"), [])
+    assert missed.order_number == missed_again.order_number == answered.order_number
+    assert (await order_of(pg_pool, missed.order_number))["status"] == "intake"
+    assert await order_events(pg_pool, missed.order_number) == [
+        "created", "repeat_call_linked", "repeat_call_linked", "status_changed"]
+    change = await pg_pool.fetchval("SELECT detail FROM work_order_events WHERE kind = 'status_changed'")
+    linkedid = await pg_pool.fetchval("SELECT linkedid FROM calls WHERE id = $1", answered.call_id)
+    assert json.loads(change) == {
+        "call_id": answered.call_id, "node": "pbx-a", "linkedid": linkedid, "outcome": "answered",
+        "from": "callback_pending", "to": "intake", "reason": "repeat call answered"}
+
+
+async def test_missed_repeat_leaves_an_order_in_intake(store, pg_pool):
+    first = await store.record_call(make_call(), [])
+    await store.record_call(make_call(outcome="abandoned"), [])
+    assert (await order_of(pg_pool, first.order_number))["status"] == "intake"
+
+
+@pytest.mark.parametrize("caller", [None, "", "  ", "anonymous", "<unknown>", "Restricted"])
+async def test_anonymous_callers_always_get_a_new_order(store, pg_pool, caller):
+    results = [await store.record_call(make_call(caller=caller), []) for _ in range(3)]
+    assert all(r.order_created for r in results)
+    assert len({r.order_number for r in results}) == 3
+
+
+def test_is_anonymous():
+    assert is_anonymous(None) and is_anonymous(" ") and is_anonymous("Anonymous")
+    assert not is_anonymous("13800138000") and not is_anonymous("110")
+
+
+# --- numbering and concurrency --------------------------------------------------------------
+
+async def test_fifty_concurrent_callers_get_numbers_one_to_fifty(store, pg_pool):
+    now = time.time()
+    calls = [make_call(caller=f"1390000{i:04d}", at=now) for i in range(50)]
+    results = await asyncio.gather(*(store.record_call(c, []) for c in calls))
+    day = f"{datetime.fromtimestamp(now, SHANGHAI):%Y%m%d}"
+    assert sorted(r.order_number for r in results) == [f"12345-{day}-{n:06d}" for n in range(1, 51)]
+    assert all(r.order_created and not r.duplicate for r in results)
+    assert await pg_pool.fetchval("SELECT last FROM order_day_counters") == 50
+
+
+async def test_ten_concurrent_calls_of_one_number_open_exactly_one_order(store, pg_pool):
+    results = await asyncio.gather(*(store.record_call(make_call(caller="13512345678"), []) for _ in range(10)))
+    assert len({r.order_number for r in results}) == 1
+    assert sum(r.order_created for r in results) == 1
+    assert len({r.call_id for r in results}) == 10
+    c = await counts(pg_pool)
+    assert (c["work_orders"], c["calls"], c["work_order_events"]) == (1, 10, 10)
+    assert await order_events(pg_pool, results[0].order_number) == ["created"] + ["repeat_call_linked"] * 9
+
+
+async def test_number_day_follows_the_centre_time_zone(pg_pool):
+    midnight = datetime(2024, 3, 1, tzinfo=SHANGHAI).timestamp()  # 2024-02-29 16:00 UTC
+    store = CallStore(pg_pool)
+    before = await store.record_call(make_call(caller=None, at=midnight - 1), [])
+    after = await store.record_call(make_call(caller=None, at=midnight), [])
+    assert (before.order_number, after.order_number) == ("12345-20240229-000001", "12345-20240301-000001")
+    utc = await CallStore(pg_pool, timezone="UTC").record_call(make_call(caller=None, at=midnight), [])
+    assert utc.order_number == "12345-20240229-000002"
+
+
+def test_number_format():
+    assert format_order_number(date(2024, 5, 6), 7) == "12345-20240506-000007"
+    assert ORDER_NUMBER.match("12345-20240506-000007").groups() == ("20240506", "000007")
+    assert order_day(datetime(2024, 1, 1, 16, 30, tzinfo=timezone.utc).timestamp(), SHANGHAI) == date(2024, 1, 2)
+
+
+async def test_number_needs_a_transaction(pg_pool):
+    async with pg_pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="transaction"):
+            await next_order_number(conn, date(2024, 1, 1))
+        async with conn.transaction():
+            assert await next_order_number(conn, date(2024, 1, 1)) == "12345-20240101-000001"
+            assert await next_order_number(conn, date(2024, 1, 1)) == "12345-20240101-000002"
+        try:
+            async with conn.transaction():
+                await next_order_number(conn, date(2024, 1, 1))
+                raise LookupError
+        except LookupError:
+            pass
+        async with conn.transaction():
+            assert await next_order_number(conn, date(2024, 1, 1)) == "12345-20240101-000003"
+
+
+# --- failures leave nothing half-written ----------------------------------------------------
+
+async def test_failing_insert_leaves_nothing_and_consumes_no_number(store, pg_pool):
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.record_call(make_call(outcome="dropped"), [check_recording(FIXTURES / "answered.recording.wav")])
+    assert await counts(pg_pool) == dict.fromkeys(TABLES, 0)
+    ok = await store.record_call(make_call(), [])
+    assert ok.order_number == f"12345-{today()}-000001"
+
+
+async def test_failing_repeat_call_leaves_the_open_order_untouched(store, pg_pool):
+    first = await store.record_call(make_call(outcome="abandoned"), [])
+    before = await counts(pg_pool)
+    order = await order_of(pg_pool, first.order_number)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.record_call(make_call(outcome="bogus"), [])
+    with pytest.raises(asyncpg.CheckViolationError):  # fails at the recording rows, after the call row
+        await store.record_call(make_call(), [RecordingCheck("/x.wav", 1, 1.0, "00", "weird")])
+    assert await counts(pg_pool) == before
+    assert await order_of(pg_pool, first.order_number) == order
+
+
+async def test_concurrent_calls_with_failures_keep_numbers_gapless(store, pg_pool):
+    now = time.time()
+    calls = [make_call(caller=f"1370000{i:04d}", at=now, outcome="bad" if i % 3 == 0 else "answered")
+             for i in range(30)]
+    results = await asyncio.gather(*(store.record_call(c, []) for c in calls), return_exceptions=True)
+    good = [r for r in results if isinstance(r, RecordResult)]
+    assert len(good) == 20
+    assert all(isinstance(r, asyncpg.CheckViolationError) for r in results if r not in good)
+    seqs = sorted(int(ORDER_NUMBER.match(r.order_number).group(2)) for r in good)
+    assert seqs == list(range(1, 21))
+
+
+# --- schema rules an agent's edits must obey ------------------------------------------------
+
+@pytest.mark.parametrize("column, value", [("request_type", "闲聊"), ("urgency", "high"), ("status", "lost")])
+async def test_order_checks_refuse_unknown_values(store, pg_pool, column, value):
+    result = await store.record_call(make_call(), [])
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pg_pool.execute(f"UPDATE work_orders SET {column} = $1 WHERE number = $2", value, result.order_number)
+
+
+async def test_order_checks_accept_the_domain_values(store, pg_pool):
+    result = await store.record_call(make_call(), [])
+    for request_type in ("咨询", "求助", "投诉", "举报", "建议", "表扬"):
+        await pg_pool.execute("UPDATE work_orders SET request_type = $1 WHERE number = $2", request_type,
+                              result.order_number)
+    for urgency in ("normal", "urgent", "critical"):
+        await pg_pool.execute("UPDATE work_orders SET urgency = $1 WHERE number = $2", urgency, result.order_number)
+
+
+async def test_a_call_cannot_exist_without_an_order(store, pg_pool):
+    await store.record_call(make_call(), [])
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await pg_pool.execute("UPDATE calls SET work_order_id = NULL")

@@ -1,0 +1,197 @@
+"""Writes one finished call with its timeline and recordings, linked to its work order.
+
+How this works (``CallStore.record_call``), all in one transaction:
+1. If (node, linkedid) is already stored, return it as a duplicate: nothing is written.
+2. Serialise per caller number with ``pg_advisory_xact_lock(ns, hashtext(number))``, so two
+   concurrent calls of one number never open two orders. Anonymous callers skip the lock and
+   the lookup: they always get a new order.
+3. Link to the number's newest open order (status not closed/archived) created within
+   ``repeat_window_days`` before the call: event 'repeat_call_linked', and an answered call
+   moves a 'callback_pending' order to 'intake' (event 'status_changed'). Otherwise allocate
+   the day's next number and create an order: 'intake' if answered, else 'callback_pending'
+   (missed calls are called back); event 'created'.
+4. ``INSERT`` the call ``ON CONFLICT (node, linkedid) DO NOTHING RETURNING id``. No row means a
+   concurrent writer stored the same call first: the whole transaction (order, number, events)
+   rolls back and the stored call is returned as a duplicate.
+5. Timeline rows, recording rows, commit. Any error rolls everything back, the number too.
+An order's ``created_at`` is its intake time (the first call's start), so the repeat window
+and the number's day follow the calls' own clock even when a write is delayed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+from typing import Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from recordings.check import RecordingCheck
+from telephony.model import ANSWERED, FinishedCall
+from workorders.numbering import next_order_number, order_day
+
+OPEN_EXCLUDED = ("closed", "archived")
+ANONYMOUS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
+CALLER_LOCK_NS = 12345  # first key of the per-caller advisory lock
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    call_id: int
+    order_number: str
+    order_created: bool
+    duplicate: bool
+
+
+class _AlreadyStored(Exception):
+    """A concurrent writer stored the same (node, linkedid) first."""
+
+
+_FIND_CALL = """
+SELECT c.id, w.number FROM calls c JOIN work_orders w ON w.id = c.work_order_id
+WHERE c.node = $1 AND c.linkedid = $2
+"""
+_OPEN_ORDER = """
+SELECT id, number, status FROM work_orders
+WHERE caller_number = $1 AND created_at >= $2 AND status <> ALL($3::text[])
+ORDER BY created_at DESC, id DESC LIMIT 1
+FOR UPDATE
+"""
+_NEW_ORDER = """
+INSERT INTO work_orders (number, caller_number, caller_name, category, status, created_at)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+"""
+_INSERT_CALL = """
+INSERT INTO calls (node, linkedid, caller_number, caller_name, started_at, answered_at, ended_at,
+    outcome, ivr_choice, queue, category, queue_position, seat, seat_interface, hold_seconds,
+    talk_seconds, hangup_cause, hangup_cause_text, variables, work_order_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20)
+ON CONFLICT (node, linkedid) DO NOTHING
+RETURNING id
+"""
+_ORDER_EVENT = "INSERT INTO work_order_events (work_order_id, kind, actor, detail) VALUES ($1, $2, 'system', $3::jsonb)"
+_CALL_EVENT = "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5::jsonb)"
+_RECORDING = """
+INSERT INTO recordings (call_id, path, uniqueid, started_at, bytes, duration_seconds, sha256, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (call_id, path) DO NOTHING
+"""
+
+
+class CallStore:
+    def __init__(self, pool: asyncpg.Pool, *, timezone: str = "Asia/Shanghai", repeat_window_days: int = 7) -> None:
+        self.pool = pool
+        self.tz = ZoneInfo(timezone)
+        self.repeat_window = timedelta(days=repeat_window_days)
+
+    async def record_call(self, call: FinishedCall, recordings: Sequence[RecordingCheck]) -> RecordResult:
+        async with self.pool.acquire() as conn:
+            stored = await self._find(conn, call)
+            if stored is not None:
+                return stored
+            try:
+                async with conn.transaction():
+                    return await self._write(conn, call, recordings)
+            except _AlreadyStored:
+                pass
+            stored = await self._find(conn, call)
+            if stored is None:  # the winner's row is committed before our insert returns
+                raise RuntimeError(f"call {call.node}/{call.linkedid} conflicted but cannot be found")
+            return stored
+
+    async def _find(self, conn: asyncpg.Connection, call: FinishedCall) -> RecordResult | None:
+        row = await conn.fetchrow(_FIND_CALL, _text(call.node), _text(call.linkedid))
+        return None if row is None else RecordResult(row["id"], row["number"], False, True)
+
+    async def _write(self, conn: asyncpg.Connection, call: FinishedCall,
+                     recordings: Sequence[RecordingCheck]) -> RecordResult:
+        started = _ts(call.started_at)
+        number = (_text(call.caller_number) or "").strip()
+        order = None
+        if not is_anonymous(number):
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CALLER_LOCK_NS, number)
+            order = await conn.fetchrow(_OPEN_ORDER, number, started - self.repeat_window, list(OPEN_EXCLUDED))
+        events: list[tuple[str, dict]] = []
+        if order is None:
+            order_number = await next_order_number(conn, order_day(call.started_at, self.tz))
+            status = "intake" if call.outcome == ANSWERED else "callback_pending"
+            order_id = await conn.fetchval(_NEW_ORDER, order_number, number or None, _text(call.caller_name),
+                                           _text(call.category) or "general", status, started)
+            events.append(("created", {"status": status}))
+        else:
+            order_id, order_number = order["id"], order["number"]
+            events.append(("repeat_call_linked", {}))
+            status = order["status"]
+            if call.outcome == ANSWERED and status == "callback_pending":
+                status = "intake"
+                events.append(("status_changed", {"from": "callback_pending", "to": "intake",
+                                                  "reason": "repeat call answered"}))
+            await conn.execute("UPDATE work_orders SET status = $2, updated_at = now() WHERE id = $1",
+                               order_id, status)
+        call_id = await conn.fetchval(_INSERT_CALL, *_call_values(call), order_id)
+        if call_id is None:
+            raise _AlreadyStored
+        about = {"call_id": call_id, "node": call.node, "linkedid": call.linkedid, "outcome": call.outcome}
+        await conn.executemany(_ORDER_EVENT, [(order_id, kind, _json({**about, **detail})) for kind, detail in events])
+        await conn.executemany(_CALL_EVENT, [
+            (call_id, seq, _ts(e.at), _text(e.kind), _json(dict(e.detail))) for seq, e in enumerate(call.timeline)])
+        await conn.executemany(_RECORDING, _recording_rows(call_id, call, recordings))
+        return RecordResult(call_id, order_number, order is None, False)
+
+
+def is_anonymous(number: str | None) -> bool:
+    """No usable caller number: withheld, unknown, or empty."""
+    return number is None or number.strip().lower() in ANONYMOUS
+
+
+def _call_values(call: FinishedCall) -> tuple:
+    return (
+        _text(call.node), _text(call.linkedid), _text(call.caller_number), _text(call.caller_name),
+        _ts(call.started_at), _ts(call.answered_at), _ts(call.ended_at), call.outcome,
+        _text(call.ivr_choice), _text(call.queue), _text(call.category), call.queue_position,
+        _text(call.seat), _text(call.seat_interface), call.hold_seconds, call.talk_seconds,
+        call.hangup_cause, _text(call.hangup_cause_text), _json(dict(call.variables)),
+    )
+
+
+def _recording_rows(call_id: int, call: FinishedCall, checks: Sequence[RecordingCheck]) -> list[tuple]:
+    refs = {ref.path: ref for ref in call.recordings}  # MixMonitorStart facts, by file
+    rows = []
+    for check in checks:
+        ref = refs.get(check.path)
+        duration = None if check.duration_seconds is None else Decimal(str(check.duration_seconds))
+        rows.append((call_id, _text(check.path), _text(ref.uniqueid) if ref else None,
+                     _ts(ref.started_at) if ref else None, check.bytes, duration, check.sha256, check.status))
+    return rows
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, dt_timezone.utc)
+
+
+def _text(value: str | None) -> str | None:
+    """Text Postgres accepts: no NUL, no lone surrogates (caller ID names are caller-controlled)."""
+    if value is None:
+        return None
+    return str(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # jsonb has no NaN/Infinity
+    if isinstance(value, Mapping):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return _text(str(value))
+
+
+def _json(value: object) -> str:
+    return json.dumps(_clean(value), ensure_ascii=False)
