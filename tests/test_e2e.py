@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from config.settings import QueueConfig, SeatConfig, Settings
 from hotline.service import HotlineService
@@ -89,10 +90,10 @@ async def test_thirty_mixed_calls_end_to_end(pg_dsn, pg_pool, redis_client, node
     for seat in settings.seats:
         sim.set_seat_behaviour(seat.interface, SeatBehaviour(answers=True, answer_after=1.0, talk=8.0))
     settings = settings.model_copy(update={"ami": settings.ami.model_copy(
-        update={"port": sim.ami_port, "secret": "e2e-secret"})})
+        update={"port": sim.ami_port, "secret": SecretStr("e2e-secret")})})
     service = HotlineService(settings, pg_pool, redis_client)
-    await service.start()
     try:
+        await service.start()
         await asyncio.wait_for(service.ami.ready.wait(), 10)
         scripted = {}
         for caller, outcome in scripted_callers(random.Random(12345)):
