@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from config.settings import SeatConfig, Settings
 from hotline.service import HotlineService
@@ -97,7 +98,7 @@ async def run_demo(settings: Settings, *, calls: int | None, speed: float, seed:
     for seat in s.seats:
         sim.set_seat_behaviour(seat.interface, SeatBehaviour(answers=True, answer_after=rng.uniform(1, 4),
                                                              talk=rng.uniform(15, 45)))
-    s = s.model_copy(update={"ami": s.ami.model_copy(update={"port": sim.ami_port, "secret": secret})})
+    s = s.model_copy(update={"ami": s.ami.model_copy(update={"port": sim.ami_port, "secret": SecretStr(secret)})})
     written = asyncio.Event()
     finished = 0
 
