@@ -5,8 +5,13 @@ then ask once for one key. A known key routes to its queue, anything else (no ke
 timeout, an unknown key) to the general queue: the national standard discourages deep menus,
 so a caller who does nothing reaches a person within seconds. The flow ends by setting the
 channel variables the dialplan and the call tracker read back:
-HOTLINE_IVR_CHOICE (the key, "timeout" or "invalid"), HOTLINE_QUEUE, HOTLINE_CATEGORY and
-HOTLINE_QUEUE_TIMEOUT. Any failure sets the general queue (``safe_route``): never dead air.
+HOTLINE_IVR_CHOICE (the key, "timeout", "invalid" or "error"), HOTLINE_QUEUE, HOTLINE_CATEGORY
+and HOTLINE_QUEUE_TIMEOUT. Any failure sets the general queue (``safe_route``): never dead air.
+
+``result=-1`` from a media command is a hang-up or a failure on a live channel (a sound file
+missing on this Asterisk): a failed greeting goes on to the menu, a failed menu routes to the
+general queue with choice "error". If it was a hang-up, the next media command gets 511
+(AgiHangup, the flow just ends) and SET VARIABLE still works on the dead channel.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from config.settings import Settings
-from telephony.agi_server import AgiHangup, AgiSession
+from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
 
 log = logging.getLogger("hotline.ivr")
 
@@ -28,15 +33,25 @@ class MenuIvr:
     async def __call__(self, session: AgiSession) -> None:
         uniqueid = session.headers.get("agi_uniqueid", "?")
         await session.answer()
-        key = await session.stream_file(self.menu.greeting, self.keys)
+        try:
+            key = await session.stream_file(self.menu.greeting, self.keys)
+        except AgiCommandFailed as exc:
+            log.warning("IVR %s: greeting %r failed (%s); going on to the menu", uniqueid, self.menu.greeting, exc)
+            key = None
+        failed = False
         if key is None:
-            key = await session.get_data(self.menu.menu_prompt, self.menu.digit_timeout_ms, 1)
+            try:
+                key = await session.get_data(self.menu.menu_prompt, self.menu.digit_timeout_ms, 1)
+            except AgiCommandFailed as exc:
+                log.warning("IVR %s: menu %r failed (%s); general queue", uniqueid, self.menu.menu_prompt, exc)
+                failed, key = True, ""
         if key in self.menu.routes:
             choice, queue = key, self.menu.routes[key]
         else:
-            choice, queue = ("invalid" if key else "timeout"), self.menu.default_queue
+            choice = "error" if failed else ("invalid" if key else "timeout")
+            queue = self.menu.default_queue
         await self._route(session, choice, queue)
-        log.info("IVR %s: caller %s chose %s -> %s", uniqueid, session.headers.get("agi_callerid"), choice, queue)
+        log.info("IVR %s: caller %r chose %s -> %s", uniqueid, session.headers.get("agi_callerid"), choice, queue)
 
     async def _route(self, session: AgiSession, choice: str, queue_name: str) -> None:
         queue = self.settings.queue(queue_name)

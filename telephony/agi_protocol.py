@@ -4,7 +4,10 @@ How this works: Asterisk opens the connection and sends ``agi_name: value`` line
 empty line; ``parse_headers`` turns them into a dict (bytes decoded leniently: a caller name in
 GBK must not kill the call). Then each command gets one reply. ``AgiReplyReader`` takes reply
 lines one at a time and says when a reply is complete:
-- ``200 result=1 (value) endpos=123``: success, with optional data in parentheses and key=value extras;
+- ``200 result=1 (value) endpos=123``: success, with optional data in parentheses and key=value extras.
+  The result is a number for most commands, but GET DATA answers the keys themselves
+  (``200 result=*12``, ``200 result=1 (timeout)``); ``result=-1`` is a hang-up *or* a failure
+  (a missing sound file gives ``200 result=-1 endpos=0`` on a live channel);
 - ``510 ...`` unknown command, ``511 ...`` dead channel: one line;
 - ``520-...`` usage: lines until ``520 End of proper usage.``;
 - ``100 result=0 Trying...``: not final, the real reply follows;
@@ -21,7 +24,9 @@ from telephony.errors import AgiProtocolError
 
 MAX_HEADER_BYTES = 16 * 1024
 _REPLY = re.compile(r"^(\d{3})([ -])(.*)$")
-_RESULT = re.compile(r"^result=(-?\d*)(?: \((.*?)\))?(.*)$")
+# result= runs to the first blank; the data in parentheses runs to the last ')' (a variable's
+# value may hold ')' itself); key=value extras follow.
+_RESULT = re.compile(r"^result=(\S*)(?: \((.*)\))?(.*)$")
 
 
 def parse_headers(block: bytes) -> dict[str, str]:

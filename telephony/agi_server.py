@@ -9,6 +9,12 @@ timeout, each session a timeout, and at most ``max_sessions`` run at once: beyon
 session is refused with a log line (Asterisk then continues its dialplan: the safe route).
 A route's exception is logged, then the route's ``on_error(session)`` (if any) runs, so the
 caller still gets the safe route.
+
+Replies stay in step with commands even when a command times out: Asterisk answers every
+command it read, late or not, so the session counts the replies it still owes and skips them
+before reading the next command's own reply. A reply stream that cannot be trusted any more
+(an unparseable or overlong line) makes the session refuse further commands; the dialplan's
+own fallback then routes the caller.
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ class AgiHangup(Exception):
     """The channel is gone: the caller hung up (HANGUP line or 511)."""
 
 
+class AgiCommandFailed(Exception):
+    """A media command answered ``result=-1``: the caller hung up, or it failed (e.g. a missing
+    sound file) on a live channel. Asterisk cannot tell which at that point; the next reply
+    is preceded by a HANGUP line if it was a hang-up."""
+
+
 class AgiSession(Request):
     """One FastAGI dialogue. ``headers`` as panoramisk's Request; commands via ``send_command``."""
 
@@ -39,6 +51,9 @@ class AgiSession(Request):
         self.command_timeout = command_timeout
         self.replies = AgiReplyReader()
         self.commands = 0
+        self.owed = 0            # replies Asterisk still owes (commands sent, reply not read yet)
+        self.closed = False      # Asterisk closed the connection
+        self.broken: str | None = None  # why the reply stream cannot be trusted any more
 
     @property
     def hungup(self) -> bool:
@@ -47,41 +62,68 @@ class AgiSession(Request):
     async def send_command(self, command: str) -> AgiReply:
         """Send one command line and return its reply (never the HANGUP line itself)."""
         check_value(command, "AGI command")
+        if self.broken is not None:
+            raise AgiProtocolError(f"FastAGI session unusable: {self.broken}")
+        if self.closed:
+            raise ConnectionResetError("Asterisk closed the FastAGI connection")
         self.writer.write(command.encode("utf-8") + b"\n")
-        await self.writer.drain()
+        self.owed += 1
         self.commands += 1
-        return await asyncio.wait_for(self._read_reply(), self.command_timeout)
+        return await asyncio.wait_for(self._own_reply(), self.command_timeout)
+
+    async def _own_reply(self) -> AgiReply:
+        await self.writer.drain()
+        while True:
+            reply = await self._read_reply()
+            self.owed -= 1
+            if self.owed == 0:
+                return reply
+            log.info("FastAGI %s: skipped the late reply of a timed-out command: %r",
+                     self.headers.get("agi_uniqueid"), reply.text[:80])
 
     async def _read_reply(self) -> AgiReply:
         while True:
-            line = await self.reader.readline()
+            try:
+                line = await self.reader.readline()
+            except ValueError as exc:  # a line over the stream limit: the stream is out of step
+                self.broken = "reply line too long"
+                raise AgiProtocolError(self.broken) from exc
             if not line:
+                self.closed = True
                 raise ConnectionResetError("Asterisk closed the FastAGI connection")
-            reply = self.replies.feed(line.decode("utf-8", "replace"))
+            try:
+                reply = self.replies.feed(line.decode("utf-8", "replace"))
+            except AgiProtocolError as exc:
+                self.broken = str(exc)
+                raise
             if reply is not None:
                 if reply.dead:
                     self.replies.hangup_seen = True
                 return reply
 
-    # The commands the IVR uses; media commands raise AgiHangup once the channel is dead.
+    # The commands the IVR uses. Media commands raise AgiHangup on 511 (dead channel) and
+    # AgiCommandFailed on result=-1 (hang-up or failure, see there).
     async def _media(self, command: str) -> AgiReply:
         reply = await self.send_command(command)
-        if reply.dead or (reply.ok and reply.result == "-1"):
-            self.replies.hangup_seen = True
+        if reply.dead:
             raise AgiHangup(command.split(" ", 1)[0])
+        if not reply.ok:
+            raise AgiCommandFailed(f"{command.split(' ', 1)[0]}: {reply.text[:80]}")
+        if reply.result == "-1":
+            raise AgiCommandFailed(f"{command.split(' ', 1)[0]}: result=-1")
         return reply
 
     async def answer(self) -> AgiReply:
         return await self._media("ANSWER")
 
     async def stream_file(self, name: str, escape_digits: str = "") -> str | None:
-        """Play a prompt; return the key that interrupted it, or None."""
+        """Play a prompt; return the key that interrupted it (result = its ASCII code), or None."""
         reply = await self._media(f"STREAM FILE {_word(name)} {quote_arg(escape_digits)}")
         code = reply.result_int
-        return chr(code) if code and code > 0 else None
+        return chr(code) if code and 0 < code < 128 else None
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> str:
-        """Play a prompt and collect digits; '' when the caller keyed nothing in time."""
+        """Play a prompt and collect keys (result = the keys themselves); '' when none came in time."""
         reply = await self._media(f"GET DATA {_word(prompt)} {int(timeout_ms)} {int(max_digits)}")
         return reply.result or ""
 
@@ -154,11 +196,15 @@ class FastAgiServer(Application):
         return bound
 
     async def stop(self) -> None:
+        """Stop listening and end the running sessions (newer Pythons' wait_closed waits for them)."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -197,13 +243,16 @@ class FastAgiServer(Application):
         except (AgiProtocolError, ValueError) as exc:
             log.warning("FastAGI: closing %s: %s", peer, exc)
             return
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # before OSError: TimeoutError is one
             log.warning("FastAGI: closing %s: no complete header block in %.0f s", peer, self.header_timeout)
+            return
+        except OSError as exc:
+            log.warning("FastAGI: connection from %s lost during the headers: %r", peer, exc)
             return
         script = script_of(headers)
         route = self._route.get(script)
         if route is None:
-            log.error("FastAGI: no route for %r (channel %s)", script, headers.get("agi_channel"))
+            log.error("FastAGI: no route for %r (channel %r)", script, headers.get("agi_channel"))
             return
         self.sessions_total += 1
         session = AgiSession(self, headers, reader, writer, command_timeout=self.command_timeout)
@@ -218,8 +267,15 @@ class FastAgiServer(Application):
         except Exception as exc:  # noqa: BLE001 - every failure still gets the safe route below
             log.error("FastAGI %s: route %r failed: %r", headers.get("agi_uniqueid"), script, exc)
         on_error = self._errors.get(script)
-        if on_error is not None:
-            try:
-                await asyncio.wait_for(on_error(session), self.command_timeout)
-            except Exception as exc:  # noqa: BLE001
-                log.error("FastAGI %s: safe route could not be set: %r", headers.get("agi_uniqueid"), exc)
+        if on_error is None:
+            return
+        if session.closed or session.broken is not None:
+            log.error("FastAGI %s: no safe route possible (%s); the dialplan's fallback applies",
+                      headers.get("agi_uniqueid"), "connection closed" if session.closed else session.broken)
+            return
+        try:
+            await asyncio.wait_for(on_error(session), self.command_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("FastAGI %s: safe route could not be set: %r", headers.get("agi_uniqueid"), exc)

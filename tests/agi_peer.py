@@ -10,6 +10,9 @@ from tests.conftest import FIXTURES
 
 @dataclass
 class Dialogue:
+    """Reply lines are sent as given, so a lone ``HANGUP`` may come before a reply (as captured)
+    or right after one (Asterisk sends it as soon as it sees the hang-up, between commands)."""
+
     headers: list[str]
     steps: list[tuple[str, list[str]]] = field(default_factory=list)  # (command sent, reply lines)
 

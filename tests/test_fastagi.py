@@ -10,6 +10,7 @@ from config.settings import Settings
 from ivr.menu import MenuIvr
 from telephony.agi_protocol import AgiReplyReader, parse_headers, script_of
 from telephony.agi_server import AgiSession, FastAgiServer
+from telephony.errors import AgiProtocolError, UnsafeValue
 from tests.agi_peer import Dialogue, load_dialogues, play_asterisk
 
 
@@ -20,13 +21,25 @@ async def start_server(route, on_error=None, **kw) -> tuple[FastAgiServer, int]:
     return server, port
 
 
-def replay_route(dialogue: Dialogue, replies: list, sessions: list):
-    """A route that sends exactly the capture's commands and keeps the parsed replies."""
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Read to the end: True once the server closed (a close with unread data arrives as a reset)."""
+    try:
+        await reader.read()
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def replay_route(dialogue: Dialogue, replies: list, sessions: list, hungup: list | None = None):
+    """A route that sends exactly the capture's commands and keeps the parsed replies
+    (and, in ``hungup``, whether the session knew of a hang-up after each reply)."""
 
     async def route(session: AgiSession) -> None:
         sessions.append(session)
         for command, _ in dialogue.steps:
             replies.append(await session.send_command(command))
+            if hungup is not None:
+                hungup.append(session.hungup)
 
     return route
 
@@ -37,9 +50,10 @@ async def test_answered_dialogue_replies(bytewise):
     replies, sessions = [], []
     server, port = await start_server(replay_route(dialogue, replies, sessions))
     try:
-        await play_asterisk(port, dialogue, bytewise=bytewise)
+        sent = await play_asterisk(port, dialogue, bytewise=bytewise)
     finally:
         await server.stop()
+    assert sent == [c for c, _ in dialogue.steps]
     session = sessions[0]
     assert session.headers["agi_uniqueid"] == "1795314872.1"
     assert session.headers["agi_calleridname"] == "Zhang San"
@@ -55,12 +69,13 @@ async def test_answered_dialogue_replies(bytewise):
 @pytest.mark.parametrize("bytewise", [False, True])
 async def test_ivr_hangup_dialogue_hangup_line_and_511(bytewise):
     (dialogue,) = load_dialogues("ivr_hangup.agi")
-    replies, sessions = [], []
-    server, port = await start_server(replay_route(dialogue, replies, sessions))
+    replies, sessions, hungup = [], [], []
+    server, port = await start_server(replay_route(dialogue, replies, sessions, hungup))
     try:
-        await play_asterisk(port, dialogue, bytewise=bytewise)
+        sent = await play_asterisk(port, dialogue, bytewise=bytewise)
     finally:
         await server.stop()
+    assert sent == [c for c, _ in dialogue.steps]
     codes = [(r.code, r.result) for r in replies]
     assert codes[0] == (200, "0")
     assert codes[1] == (200, "")        # result= (timeout)
@@ -68,8 +83,10 @@ async def test_ivr_hangup_dialogue_hangup_line_and_511(bytewise):
     assert codes[2] == (200, "-1")
     # the HANGUP line is not taken as a reply: the 511 after it is, and nothing shifts
     assert [c for c, _ in codes[3:7]] == [511, 511, 511, 511]
-    assert codes[7] == (200, "1") and replies[7].data == "13600136000"
-    assert sessions[0].hungup
+    assert codes[7] == (200, "1") and replies[7].data == "13600136000"   # GET VARIABLE works when dead
+    # result=-1 alone is not a hang-up; the HANGUP line (read before the 511) is
+    assert hungup == [False, False, False, True, True, True, True, True]
+    assert all(r.text != "HANGUP" for r in replies)
 
 
 @pytest.mark.parametrize("bytewise", [False, True])
@@ -78,13 +95,16 @@ async def test_agi_errors_dialogue_510_and_multiline_520(bytewise):
     replies, sessions = [], []
     server, port = await start_server(replay_route(dialogue, replies, sessions))
     try:
-        await play_asterisk(port, dialogue, bytewise=bytewise)
+        sent = await play_asterisk(port, dialogue, bytewise=bytewise)
     finally:
         await server.stop()
+    assert sent == [c for c, _ in dialogue.steps]
     assert [r.code for r in replies] == [200, 510, 520, 200, 200, 200, 200]
     assert replies[1].text == "510 Invalid or unknown command"
     assert replies[2].text.splitlines()[0] == "520-Invalid command syntax.  Proper usage follows:"
     assert replies[2].text.splitlines()[-1] == "520 End of proper usage."
+    assert len(replies[2].text.splitlines()) == 4               # the whole usage block is one reply
+    assert replies[3].result == "0" and replies[4].result == "0"  # SAY DIGITS, WAIT FOR DIGIT: no key
     assert replies[6].result == "1"      # the SET VARIABLE after the usage reply is its own
 
 
@@ -181,16 +201,47 @@ async def test_client_closing_before_blank_line_does_not_freeze_the_loop():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"agi_network: yes\nagi_network_script: ivr\n")
         await writer.drain()
+        writer.write_eof()
+        # the server sees end-of-file, drops the connection and closes its side: no busy loop
+        assert await reader.read() == b""
         writer.close()
-        # the loop still runs: a timer fires and the server has no session left
-        await asyncio.sleep(0.05)
-        for _ in range(100):
-            if server.active == 0:
-                break
-            await asyncio.sleep(0.01)
         assert server.active == 0 and server.sessions_total == 0
     finally:
         await server.stop()
+
+
+async def test_header_block_timeout_size_limit_and_lenient_decoding(caplog):
+    seen = []
+    server, port = await start_server(lambda s: seen.append(s.headers), header_timeout=0.5)
+    try:
+        # a client that never finishes its headers is dropped after header_timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"agi_network: yes\n")
+        await writer.drain()
+        assert await reader.read() == b""
+        writer.close()
+        # an endless header block is cut at the size limit
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"agi_network_script: ivr\n" + b"agi_x: " + b"y" * 200 + b"\n" * 1)
+        writer.write((b"agi_pad: " + b"z" * 1000 + b"\n") * 20)
+        await writer.drain()
+        assert await closed_by_server(reader)
+        writer.close()
+        # a caller name in GBK (not UTF-8) does not kill the call
+        (dialogue,) = load_dialogues("answered.agi")
+        headers = "\n".join(dialogue.headers).encode().replace(b"Zhang San", "张三".encode("gbk"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(headers + b"\n\n")
+        await writer.drain()
+        assert await reader.read() == b""
+        writer.close()
+    finally:
+        await server.stop()
+    assert server.sessions_total == 1 and len(seen) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hotline.agi"]
+    assert any("no complete header block" in m for m in warnings)
+    assert any("too long" in m for m in warnings)
+    assert seen[0]["agi_uniqueid"] == "1795314872.1" and "\ufffd" in seen[0]["agi_calleridname"]
 
 
 async def test_route_with_query_and_plain_function_route():
@@ -199,13 +250,10 @@ async def test_route_with_query_and_plain_function_route():
     server.add_route("ivr", lambda session: seen.append(session.headers["agi_network_script"]))
     port = await server.start("127.0.0.1", 0)
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"agi_network: yes\nagi_network_script: ivr?lang=zh\nagi_request: agi://h/ivr?lang=zh\n\n")
         await writer.drain()
-        for _ in range(200):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        assert await reader.read() == b""   # the route ran and returned: the session is closed
         writer.close()
     finally:
         await server.stop()
@@ -213,24 +261,29 @@ async def test_route_with_query_and_plain_function_route():
 
 
 async def test_sessions_beyond_the_limit_are_refused():
-    gate = asyncio.Event()
+    gate, inside = asyncio.Event(), []
+    both_inside = asyncio.Event()
 
     async def slow(session):
+        inside.append(session)
+        if len(inside) == 2:
+            both_inside.set()
         await gate.wait()
 
     server, port = await start_server(slow, max_sessions=2)
     writers = []
     try:
-        for _ in range(3):
+        for _ in range(2):
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(b"agi_network: yes\nagi_network_script: ivr\n\n")
             await w.drain()
             writers.append(w)
-        for _ in range(200):
-            if server.refused:
-                break
-            await asyncio.sleep(0.01)
-        assert server.refused == 1 and server.active == 2
+        await both_inside.wait()
+        r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(w3)
+        w3.write(b"agi_network: yes\nagi_network_script: ivr\n\n")
+        assert await closed_by_server(r3)      # refused: closed at once, Asterisk goes on in the dialplan
+        assert server.refused == 1 and server.active == 2 and len(inside) == 2
     finally:
         gate.set()
         for w in writers:
@@ -249,3 +302,173 @@ def test_reply_reader_skips_100_trying():
     assert reader.feed("100 result=0 Trying...") is None
     reply = reader.feed("200 result=0")
     assert reply.code == 200 and reply.result == "0"
+
+
+def test_reply_reader_result_shapes_real_asterisk_sends():
+    reader = AgiReplyReader()
+    star = reader.feed("200 result=*")                      # GET DATA answers the keys themselves
+    assert star.result == "*" and star.result_int is None
+    partial = reader.feed("200 result=12 (timeout)")
+    assert partial.result == "12" and partial.data == "timeout"
+    value = reader.feed("200 result=1 (a (b) c)")           # GET VARIABLE: data runs to the last ')'
+    assert value.data == "a (b) c" and value.extras == {}
+    dtmf = reader.feed("200 result=49 (dtmf) endpos=1600")
+    assert dtmf.result_int == 49 and dtmf.data == "dtmf" and dtmf.extras == {"endpos": "1600"}
+    missing = reader.feed("200 result=-1 endpos=0")         # STREAM FILE of a missing file
+    assert missing.result_int == -1 and missing.ok and not missing.dead
+    assert reader.feed("520 Invalid command syntax.  Proper usage not available.").code == 520
+    # HANGUP is remembered, never a reply; the 520 usage block is one reply
+    assert reader.feed("HANGUP") is None and reader.hangup_seen
+    assert reader.feed("520-Invalid command syntax.  Proper usage follows:") is None
+    assert reader.feed(" Usage: GET DATA <file to be streamed> [timeout] [max digits]") is None
+    usage = reader.feed("520 End of proper usage.")
+    assert usage.code == 520 and len(usage.text.splitlines()) == 3
+    with pytest.raises(AgiProtocolError):
+        reader.feed("garbage")
+
+
+def menu_steps(*middle, choice, category="general", queue="hotline-general", first=None):
+    """The IVR's commands: ANSWER, the middle steps given, then the four SET VARIABLEs."""
+    first = first or ["200 result=1"]
+    return [
+        ("ANSWER", ["200 result=0"]),
+        *middle,
+        (f'SET VARIABLE HOTLINE_IVR_CHOICE "{choice}"', first),
+        (f'SET VARIABLE HOTLINE_CATEGORY "{category}"', ["200 result=1"]),
+        ('SET VARIABLE HOTLINE_QUEUE_TIMEOUT "120"', ["200 result=1"]),
+        (f'SET VARIABLE HOTLINE_QUEUE "{queue}"', ["200 result=1"]),
+    ]
+
+
+GREETING = 'STREAM FILE hotline/welcome "12"'
+MENU = "GET DATA hotline/menu 5000 1"
+DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
+
+
+async def run_ivr(*dialogues: Dialogue) -> list[list[str]]:
+    ivr = MenuIvr(Settings())
+    server, port = await start_server(ivr, ivr.safe_route)
+    try:
+        return [await play_asterisk(port, d) for d in dialogues]
+    finally:
+        await server.stop()
+
+
+def headers_of(name: str) -> list[str]:
+    return load_dialogues(name)[0].headers
+
+
+async def test_menu_ivr_missing_greeting_file_still_offers_the_menu():
+    # STREAM FILE of a missing file answers "200 result=-1 endpos=0" on a live channel
+    steps = menu_steps(
+        (GREETING, ["200 result=-1 endpos=0"]),
+        (MENU, ["200 result=2"]),
+        choice="2", category="business_environment", queue="hotline-business",
+    )
+    d = Dialogue(headers=headers_of("answered.agi"), steps=steps)
+    assert await run_ivr(d) == [[c for c, _ in steps]]
+
+
+async def test_menu_ivr_caller_hangs_up_during_greeting():
+    # as in ivr_hangup.agi: result=-1, then the lone HANGUP line, then 511 for media commands
+    steps = [
+        ("ANSWER", ["200 result=0"]),
+        (GREETING, ["200 result=-1 endpos=2400", "HANGUP"]),
+        (MENU, [DEAD]),
+    ]
+    d = Dialogue(headers=headers_of("ivr_hangup.agi"), steps=steps)
+    assert await run_ivr(d) == [[c for c, _ in steps]]   # nothing after the 511
+
+
+async def test_menu_ivr_menu_failure_or_hangup_in_menu_sets_the_general_queue():
+    # result=-1 from GET DATA: a missing prompt on a live channel -> general queue, choice "error"
+    alive = Dialogue(headers=headers_of("answered.agi"), steps=menu_steps(
+        (GREETING, ["200 result=0 endpos=8000"]), (MENU, ["200 result=-1"]), choice="error"))
+    # the same reply because the caller hung up: HANGUP follows; SET VARIABLE still answers 200
+    dead = Dialogue(headers=headers_of("ivr_hangup.agi"), steps=menu_steps(
+        (GREETING, ["200 result=0 endpos=8000"]), (MENU, ["200 result=-1", "HANGUP"]), choice="error"))
+    sent = await run_ivr(alive, dead)
+    assert sent == [[c for c, _ in alive.steps], [c for c, _ in dead.steps]]
+
+
+async def test_menu_ivr_unknown_key_and_star_go_to_general_as_invalid():
+    for reply in ("200 result=9", "200 result=*"):
+        d = Dialogue(headers=headers_of("answered.agi"), steps=menu_steps(
+            (GREETING, ["200 result=0 endpos=8000"]), (MENU, [reply]), choice="invalid"))
+        assert await run_ivr(d) == [[c for c, _ in d.steps]]
+
+
+async def test_late_reply_of_a_timed_out_command_is_not_taken_for_the_next_one():
+    replies = []
+
+    async def route(session: AgiSession) -> None:
+        with pytest.raises(TimeoutError):
+            await session.send_command(MENU)
+        replies.append(await session.send_command("GET VARIABLE CALLERID(num)"))
+
+    server, port = await start_server(route, command_timeout=0.2)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(("\n".join(headers_of("answered.agi")) + "\n\n").encode())
+        assert await reader.readline() == (MENU + "\n").encode()
+        # Asterisk is busy with GET DATA; the service gives up and sends its next command
+        assert await reader.readline() == b"GET VARIABLE CALLERID(num)\n"
+        writer.write(b"200 result=2\n200 result=1 (13800138000)\n")
+        assert await closed_by_server(reader)
+        writer.close()
+    finally:
+        await server.stop()
+    assert [(r.code, r.result, r.data) for r in replies] == [(200, "1", "13800138000")]
+
+
+async def test_session_timeout_still_sets_the_safe_route():
+    ivr = MenuIvr(Settings())
+    never = asyncio.Event()
+
+    async def stuck(session):
+        await never.wait()
+
+    steps = [(c, r) for c, r in menu_steps(choice="error")[1:]]
+    d = Dialogue(headers=headers_of("answered.agi"), steps=steps)
+    server, port = await start_server(stuck, ivr.safe_route, session_timeout=0.2)
+    try:
+        assert await play_asterisk(port, d) == [c for c, _ in steps]
+    finally:
+        await server.stop()
+
+
+async def test_caller_controlled_values_never_reach_the_wire_unsanitised():
+    ivr = MenuIvr(Settings())
+    errors = []
+
+    async def route(session):
+        name = session.headers["agi_calleridname"] + "\r\nEXEC Dial PJSIP/999"
+        for call in (lambda: session.set_variable("HOTLINE_NAME", name),
+                     lambda: session.verbose(name),
+                     lambda: session.send_command("SET VARIABLE X \x00")):
+            try:
+                await call()
+            except UnsafeValue as exc:
+                errors.append(exc)
+        raise errors[0]
+
+    steps = [(c, r) for c, r in menu_steps(choice="error")[1:]]
+    d = Dialogue(headers=headers_of("answered.agi"), steps=steps)
+    server, port = await start_server(route, ivr.safe_route)
+    try:
+        sent = await play_asterisk(port, d)
+    finally:
+        await server.stop()
+    assert len(errors) == 3
+    assert sent == [c for c, _ in steps]              # only the safe route went out, no EXEC line
+
+
+async def test_unparseable_reply_stops_the_session_instead_of_desynchronising(caplog):
+    ivr = MenuIvr(Settings())
+    d = Dialogue(headers=headers_of("answered.agi"), steps=[("ANSWER", ["ZZZ not agi"])])
+    server, port = await start_server(ivr, ivr.safe_route)
+    try:
+        assert await play_asterisk(port, d) == ["ANSWER"]     # no guessing on a broken stream
+    finally:
+        await server.stop()
+    assert any("dialplan's fallback" in r.getMessage() for r in caplog.records)
