@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from workorders.migrate import MIGRATIONS_DIR, MigrationError, migrate, migration_files
+from workorders.migrate import MIGRATIONS_DIR, MigrationError, checksum, migrate, migration_files
 
 
 @pytest.fixture
@@ -123,3 +123,66 @@ def test_misnamed_files_are_refused(tmp_path, files, message):
 def test_missing_directory_is_refused(tmp_path):
     with pytest.raises(MigrationError, match="does not exist"):
         migration_files(tmp_path / "nowhere")
+
+
+# --- the history is checked before anything runs -------------------------------------------
+
+async def test_every_applied_migration_records_its_checksum(pg_dsn):
+    rows = await _fetch(pg_dsn, "SELECT version, checksum FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["checksum"]) for r in rows] == [
+        (p.stem, checksum(p.read_text(encoding="utf-8"))) for p in migration_files()]
+
+
+async def test_edited_migration_is_refused_and_nothing_runs(scratch_dsn, tmp_path):
+    d = _write(tmp_path / "m", {"0001_a.sql": "CREATE TABLE a (id int);"})
+    assert await migrate(scratch_dsn, migrations_dir=d) == ["0001_a"]
+    _write(d, {"0001_a.sql": "CREATE TABLE a (id int, extra text);", "0002_b.sql": "CREATE TABLE b (id int);"})
+    with pytest.raises(MigrationError, match=r"0001_a\.sql was edited after it was applied"):
+        await migrate(scratch_dsn, migrations_dir=d)
+    assert await _versions(scratch_dsn) == ["0001_a"]
+    assert "b" not in await _tables(scratch_dsn)
+
+
+async def test_line_ends_of_a_checkout_do_not_count_as_an_edit(scratch_dsn, tmp_path):
+    d = _write(tmp_path / "m", {"0001_a.sql": "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n"})
+    await migrate(scratch_dsn, migrations_dir=d)
+    (d / "0001_a.sql").write_bytes(b"CREATE TABLE a (id int);\r\nCREATE TABLE b (id int);\r\n")
+    assert await migrate(scratch_dsn, migrations_dir=d) == []
+
+
+@pytest.mark.parametrize("change", ["removed", "renamed"])
+async def test_applied_migration_without_its_file_is_refused(scratch_dsn, tmp_path, change):
+    d = _write(tmp_path / "m", {"0001_a.sql": "CREATE TABLE a (id int);", "0002_b.sql": "CREATE TABLE b (id int);"})
+    await migrate(scratch_dsn, migrations_dir=d)
+    if change == "renamed":
+        (d / "0002_b.sql").rename(d / "0002_bee.sql")
+    else:
+        (d / "0002_b.sql").unlink()
+    with pytest.raises(MigrationError, match=r"0002_b is applied in this database but 0002_b\.sql is missing"):
+        await migrate(scratch_dsn, migrations_dir=d)
+    assert await _versions(scratch_dsn) == ["0001_a", "0002_b"]
+
+
+async def test_new_migration_numbered_before_applied_ones_is_refused(scratch_dsn, tmp_path):
+    d = _write(tmp_path / "m", {"0001_a.sql": "CREATE TABLE a (id int);", "0003_c.sql": "CREATE TABLE c (id int);"})
+    await migrate(scratch_dsn, migrations_dir=d)
+    _write(d, {"0002_b.sql": "CREATE TABLE b (id int);"})
+    with pytest.raises(MigrationError, match=r"0002_b\.sql is numbered before migrations already applied"):
+        await migrate(scratch_dsn, migrations_dir=d)
+    assert "b" not in await _tables(scratch_dsn)
+
+
+async def test_history_without_checksums_is_adopted(scratch_dsn, tmp_path):
+    """A database migrated before checksums were recorded keeps working and gets them filled in."""
+    d = _write(tmp_path / "m", {"0001_a.sql": "CREATE TABLE a (id int);", "0002_b.sql": "CREATE TABLE b (id int);"})
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now());"
+                           "CREATE TABLE a (id int); INSERT INTO schema_migrations (version) VALUES ('0001_a')")
+    finally:
+        await conn.close()
+    assert await migrate(scratch_dsn, migrations_dir=d) == ["0002_b"]
+    rows = await _fetch(scratch_dsn, "SELECT version, checksum FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["checksum"]) for r in rows] == [
+        ("0001_a", checksum("CREATE TABLE a (id int);")), ("0002_b", checksum("CREATE TABLE b (id int);"))]

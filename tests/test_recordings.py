@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 import wave
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import recordings.check as check_mod
-from recordings.check import STATUSES, RecordingCheck, check_recording, check_recordings
+from recordings.check import (STATUSES, RecordingCheck, WavAudio, WavError, WavLayout, check_recording,
+                              check_recordings, parse_wav_header, wav_audio)
 from telephony.model import RecordingRef
 
 from .conftest import FIXTURES
@@ -133,3 +135,94 @@ async def test_check_recordings_keeps_order_and_runs_off_the_loop(tmp_path, monk
     assert [r.status for r in results] == ["ok", "missing", "short"]
     assert threading.get_ident() not in threads and len(threads) == 3
     assert await check_recordings([], 1.0) == []
+
+
+# --- Asterisk's format_wav: zero sizes until MixMonitor closes the file ----------------------
+
+def unfinalised(data: bytes) -> bytes:
+    """The capture as format_wav leaves it while MixMonitor still writes: RIFF and data sizes 0."""
+    return data[:4] + b"\x00\x00\x00\x00" + data[8:40] + b"\x00\x00\x00\x00" + data[44:]
+
+
+def test_unfinalised_header_is_reported_unfinished_with_the_audio_present(tmp_path):
+    path = tmp_path / "open.wav"
+    path.write_bytes(unfinalised(CAPTURE.read_bytes()))
+    result = check_recording(path)
+    assert (result.status, result.finished) == ("corrupt", False)
+    assert result.duration_seconds == pytest.approx(6.0, abs=0.01)
+
+
+def test_header_only_file_is_finished_and_short(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(CAPTURE.read_bytes()[:40] + b"\x00\x00\x00\x00")
+    result = check_recording(path)
+    assert (result.status, result.finished, result.duration_seconds) == ("short", True, 0.0)
+
+
+async def test_check_waits_for_mixmonitor_to_finalise_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "closing.wav"
+    final = CAPTURE.read_bytes()
+    path.write_bytes(unfinalised(final))
+    looks = []
+    real = check_mod.check_recording
+
+    def first_look_then_close(p, min_seconds=1.0):
+        result = real(p, min_seconds)
+        looks.append(result)
+        if len(looks) == 1:
+            path.write_bytes(final)  # MixMonitor's thread closes the file right after our first look
+        return result
+
+    monkeypatch.setattr(check_mod, "check_recording", first_look_then_close)
+    [result] = await check_recordings([RecordingRef(str(path), "u1", 1.0)], settle_attempts=5, settle_delay=0)
+    assert [r.finished for r in looks] == [False, True]
+    assert result == RecordingCheck(str(path), len(final), result.duration_seconds, sha(CAPTURE), "ok")
+
+
+async def test_header_never_finalised_ends_corrupt_after_the_settle_attempts(tmp_path, monkeypatch):
+    path = tmp_path / "dead.wav"
+    path.write_bytes(unfinalised(CAPTURE.read_bytes()))
+    calls = []
+    real = check_mod.check_recording
+    monkeypatch.setattr(check_mod, "check_recording", lambda p, m=1.0: calls.append(p) or real(p, m))
+    [result] = await check_recordings([RecordingRef(str(path), "u1", 1.0)], settle_attempts=3, settle_delay=0)
+    assert len(calls) == 4 and (result.status, result.finished) == ("corrupt", False)
+    assert result.sha256 == sha(path)
+
+
+def _riff(*chunks: bytes) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _chunk(cid: bytes, data: bytes) -> bytes:
+    return cid + struct.pack("<I", len(data)) + data + (b"\x00" if len(data) & 1 else b"")
+
+
+def test_extensible_pcm_and_chunks_before_data_are_read(tmp_path):
+    pcm_guid = struct.pack("<H", 1) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    fmt = struct.pack("<HHIIHH", 0xFFFE, 1, 16000, 32000, 2, 16) + struct.pack("<HHI", 22, 16, 4) + pcm_guid
+    path = tmp_path / "ext.wav"
+    path.write_bytes(_riff(_chunk(b"fmt ", fmt), _chunk(b"LIST", b"INFOISFT\x03\x00\x00\x00ab\x00"),
+                           _chunk(b"data", b"\x00\x01" * 32000)))
+    result = check_recording(path)
+    assert (result.status, result.duration_seconds) == ("ok", 2.0)
+
+
+@pytest.mark.parametrize("tag", [0x0031, 0x0003, 0x0006])  # GSM (wav49), float, A-law
+def test_non_pcm_wav_is_corrupt(tmp_path, tag):
+    fmt = struct.pack("<HHIIHH", tag, 1, 8000, 16000, 2, 16)
+    path = tmp_path / "gsm.wav"
+    path.write_bytes(_riff(_chunk(b"fmt ", fmt), _chunk(b"data", b"\x00" * 32000)))
+    assert check_recording(path).status == "corrupt"
+
+
+def test_header_parser_without_io():
+    layout = parse_wav_header(CAPTURE.read_bytes()[:100])
+    assert layout == WavLayout(channels=1, rate=8000, frame_bytes=2, data_offset=44, data_declared=96000)
+    assert wav_audio(layout, 96044) == WavAudio(6.0, whole=True, finished=True)
+    assert wav_audio(layout, 48044) == WavAudio(3.0, whole=False, finished=True)
+    with pytest.raises(WavError, match="before fmt"):
+        parse_wav_header(_riff(_chunk(b"data", b"\x00\x00")))
+    with pytest.raises(WavError, match="no data chunk"):
+        parse_wav_header(_riff(_chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16))))

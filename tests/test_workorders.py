@@ -1,25 +1,38 @@
-"""CallStore against real Postgres: rows written, idempotence, repeat callers, numbering, rollback."""
+"""CallStore against real Postgres (rows, idempotence, repeat callers, numbering, rollback), the writer
+task, the run summary, live counters in real Redis, and seats into app_queue."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import time
+import uuid
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
+from config.settings import SeatConfig
+from queues.live import LiveStats
+from queues.seats import apply_seats
 from recordings.check import RecordingCheck, check_recording
+from telephony.actions import PbxActions
+from telephony.ami_codec import AmiDecoder, Frame
+from telephony.ami_protocol import AmiResponse
+from telephony.events import to_event
 from telephony.model import OUTCOMES, FinishedCall, RecordingRef, TimelineEntry
 from workorders.numbering import ORDER_NUMBER, format_order_number, next_order_number, order_day
+from workorders.pipeline import TRANSIENT, CallWriter
+from workorders.reports import run_summary
 from workorders.store import CallStore, RecordResult, is_anonymous
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, capture
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TABLES = ("calls", "call_events", "recordings", "work_orders", "work_order_events", "order_day_counters")
@@ -380,3 +393,298 @@ async def test_a_call_cannot_exist_without_an_order(store, pg_pool):
     await store.record_call(make_call(), [])
     with pytest.raises(asyncpg.NotNullViolationError):
         await pg_pool.execute("UPDATE calls SET work_order_id = NULL")
+
+
+# --- several writers at once, each with its own pool (as two service processes would) ---------
+
+async def test_writers_with_their_own_pools_link_repeat_callers_and_number_without_gaps(pg_dsn, pg_pool):
+    noon = datetime(2024, 6, 1, 12, tzinfo=SHANGHAI).timestamp()
+    numbers = [f"1350000{i:04d}" for i in range(6)]
+    calls = [make_call(caller=numbers[i % 6], at=noon + i, outcome=("answered", "abandoned", "ivr_hangup")[i % 3])
+             for i in range(36)]
+    pools = [await asyncpg.create_pool(pg_dsn, min_size=1, max_size=6) for _ in range(2)]
+    try:
+        stores = [CallStore(p) for p in pools]
+        results = await asyncio.gather(*(stores[i % 2].record_call(c, []) for i, c in enumerate(calls)))
+    finally:
+        for p in pools:
+            await p.close()
+    assert sum(r.order_created for r in results) == 6 and not any(r.duplicate for r in results)
+    for number in numbers:
+        assert len({r.order_number for r, c in zip(results, calls) if c.caller_number == number}) == 1
+    assert sorted({r.order_number for r in results}) == [f"12345-20240601-{n:06d}" for n in range(1, 7)]
+    rows = await pg_pool.fetch("SELECT w.caller_number, count(c.id) AS n FROM work_orders w "
+                               "JOIN calls c ON c.work_order_id = w.id GROUP BY w.caller_number")
+    assert {r["caller_number"]: r["n"] for r in rows} == dict.fromkeys(numbers, 6)
+    assert await pg_pool.fetchval("SELECT last FROM order_day_counters") == 6
+    kinds = await pg_pool.fetch("SELECT kind, count(*) AS n FROM work_order_events GROUP BY kind")
+    assert {r["kind"]: r["n"] for r in kinds} == {"created": 6, "repeat_call_linked": 30}
+
+
+# --- the writer task (workorders/pipeline.py) -----------------------------------------------
+
+@contextlib.asynccontextmanager
+async def running(writer: CallWriter):
+    task = asyncio.create_task(writer.run())
+    try:
+        yield writer
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(predicate, what: str, timeout: float = 30.0) -> None:
+    """Poll an async or plain predicate; the limit only turns a hang into a clear failure."""
+    async def poll():
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"never happened: {what}") from None
+
+
+async def test_writer_writes_each_call_once_and_reports_replays(store, pg_pool):
+    told = []
+    writer = CallWriter(store, on_written=lambda call, result, checks: told.append((call.linkedid, result, checks)))
+    a, b = make_call(recordings=(RecordingRef(str(FIXTURES / "answered.recording.wav"), "u", time.time()),)), \
+        make_call(caller="13900001111", outcome="abandoned")
+    async with running(writer):
+        for call in (a, a, b):
+            writer.submit(call)
+        assert await writer.drain(30)
+    assert writer.written == 3 and writer.failed == [] and writer.backlog == 0
+    assert sorted((linkedid, r.duplicate) for linkedid, r, _ in told) == sorted(
+        [(a.linkedid, False), (a.linkedid, True), (b.linkedid, False)])  # four workers: any order
+    assert len({r.order_number for linkedid, r, _ in told if linkedid == a.linkedid}) == 1
+    assert all([c.status for c in checks] == ["ok"] for linkedid, _, checks in told if linkedid == a.linkedid)
+    assert (await counts(pg_pool))["calls"] == 2 and (await counts(pg_pool))["recordings"] == 1
+
+
+async def test_writer_attempt_that_hangs_times_out_and_is_retried(store, pg_pool):
+    at = datetime(2031, 1, 1, 12, tzinfo=SHANGHAI).timestamp()
+    await pg_pool.execute("INSERT INTO order_day_counters (day, last) VALUES ('2031-01-01', 1)")
+    writer = CallWriter(store, write_timeout=0.2, retry_cap=0.05)
+    async with pg_pool.acquire() as locker, running(writer):
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT * FROM order_day_counters WHERE day = '2031-01-01' FOR UPDATE")
+        writer.submit(make_call(caller=None, at=at))
+        await until(lambda: writer.retries >= 3, "three timed-out attempts")
+        assert writer.written == 0 and await pg_pool.fetchval("SELECT count(*) FROM calls") == 0
+        await tx.rollback()
+        assert await writer.drain(30)
+    assert writer.written == 1 and writer.failed == []
+    assert await pg_pool.fetchval("SELECT number FROM work_orders") == "12345-20310101-000002"
+    assert await pg_pool.fetchval("SELECT last FROM order_day_counters WHERE day = '2031-01-01'") == 2
+
+
+async def test_writer_retries_when_its_connection_is_killed_mid_write(pg_dsn, pg_pool):
+    app = f"writer-{uuid.uuid4().hex[:8]}"
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2, server_settings={"application_name": app})
+    writer = CallWriter(CallStore(pool), retry_cap=0.05)
+    at = datetime(2031, 2, 1, 12, tzinfo=SHANGHAI).timestamp()
+    await pg_pool.execute("INSERT INTO order_day_counters (day, last) VALUES ('2031-02-01', 1)")
+    try:
+        async with pg_pool.acquire() as locker, running(writer):
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("SELECT * FROM order_day_counters WHERE day = '2031-02-01' FOR UPDATE")
+            writer.submit(make_call(caller=None, at=at))
+            await until(lambda: pg_pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                                                 "AND wait_event_type = 'Lock'", app), "the write waiting on the lock")
+            killed = await pg_pool.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                            "WHERE application_name = $1", app)
+            assert killed >= 1
+            await until(lambda: writer.retries >= 1, "a retry after the killed connection")
+            await tx.rollback()
+            assert await writer.drain(30)
+    finally:
+        await pool.close()
+    assert writer.written == 1 and writer.failed == []
+    assert await pg_pool.fetchval("SELECT count(*) FROM calls") == 1
+    assert await pg_pool.fetchval("SELECT number FROM work_orders") == "12345-20310201-000002"
+
+
+async def test_writer_holds_a_call_it_cannot_write_and_goes_on(store, pg_pool):
+    writer = CallWriter(store, retry_cap=0.01)
+    bad, good = make_call(outcome="dropped"), make_call(caller="13900002222")
+    async with running(writer):
+        writer.submit(bad)
+        writer.submit(good)
+        assert await writer.drain(30)
+    assert writer.failed == [bad] and writer.written == 1
+    assert [r["linkedid"] for r in await pg_pool.fetch("SELECT linkedid FROM calls")] == [good.linkedid]
+
+
+def test_postgres_outage_errors_are_transient_and_data_errors_are_not():
+    for exc in (asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.TooManyConnectionsError,
+                asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError,
+                asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.InterfaceError, ConnectionRefusedError,
+                asyncio.TimeoutError):
+        assert issubclass(exc, TRANSIENT), exc
+    for exc in (asyncpg.CheckViolationError, asyncpg.UniqueViolationError, asyncpg.UndefinedTableError):
+        assert not issubclass(exc, TRANSIENT), exc
+
+
+# --- the run summary (workorders/reports.py) ------------------------------------------------
+
+async def test_run_summary_counts_one_nodes_calls_from_postgres(store, pg_pool, tmp_path):
+    rec = RecordingRef(str(FIXTURES / "answered.recording.wav"), "u1", time.time())
+    gone = RecordingRef(str(tmp_path / "gone.wav"), "u2", time.time())
+    await store.record_call(make_call(node="run-1", recordings=(rec,)), [check_recording(rec.path)])
+    await store.record_call(make_call(node="run-1", outcome="ivr_hangup"), [])            # repeat: same order
+    await store.record_call(make_call(node="run-1", caller="13900003333", outcome="abandoned",
+                                      recordings=(gone,)), [check_recording(gone.path)])
+    await store.record_call(make_call(node="run-1", caller=None, outcome="queue_timeout"), [])
+    await store.record_call(make_call(node="run-0", caller="13900004444"), [])            # another run
+    assert await run_summary(pg_pool, "run-1") == {
+        "calls": 4, "answered": 1, "abandoned": 2, "ivr_hangup": 1, "work_orders": 3, "calls_without_order": 0,
+        "recordings": 1, "recordings_not_ok": 1}
+    assert (await run_summary(pg_pool, "nobody"))["calls"] == 0
+
+
+# --- live counters in Redis (queues/live.py) ------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def live_running(live: LiveStats):
+    task = asyncio.create_task(live.run())
+    try:
+        yield live
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _forget(redis_client, node: str) -> None:
+    keys = [k async for k in redis_client.scan_iter(f"hotline:{node}:*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+def capture_events(name: str) -> list:
+    decoder = AmiDecoder()
+    decoder.receive_data(capture(name))
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    return [to_event(f) for f in frames if f.event]
+
+
+async def test_live_views_follow_the_abandon_capture_and_a_replay_changes_nothing(redis_client, node_id):
+    events = capture_events("abandon.ami")
+    cut = next(i for i, e in enumerate(events) if e.name == "QueueCallerAbandon")
+    live = LiveStats(redis_client, node_id)
+    try:
+        async with live_running(live):
+            for _ in range(2):  # the same events twice: a replay after a reconnect
+                for e in events[:cut]:
+                    live.push_event(e)
+                assert await live.drain()
+                snap = await live.snapshot(time.time())
+                assert snap["waiting"] == {"hotline-general": 1}
+                assert snap["seats"] == {"Seat 1002": "paused"}
+            for e in events[cut:]:
+                live.push_event(e)
+            assert await live.drain()
+            snap = await live.snapshot(time.time())
+            assert snap["waiting"] == {"hotline-general": 0} and snap["seats"] == {}
+    finally:
+        await _forget(redis_client, node_id)
+
+
+def member_event(name: str, queue: str, seat: str, *, paused: bool = False, status: int = 1):
+    return to_event(Frame((("Event", name), ("Queue", queue), ("MemberName", seat),
+                           ("Interface", "PJSIP/8001"), ("Status", str(status)), ("Paused", "1" if paused else "0"))))
+
+
+async def test_a_seat_in_two_queues_stays_when_it_leaves_one(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    try:
+        async with live_running(live):
+            live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8001"))
+            live.push_event(member_event("QueueMemberAdded", "hotline-business", "Seat 8001", paused=True))
+            live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8002", status=2))
+            assert await live.drain()
+            snap = await live.snapshot(time.time())
+            assert snap["seats"] == {"Seat 8001": "available", "Seat 8002": "on_call"}
+            assert snap["seats_by_state"] == {"available": 1, "on_call": 1}
+            live.push_event(member_event("QueueMemberRemoved", "hotline-general", "Seat 8001"))
+            assert await live.drain()
+            assert (await live.snapshot(time.time()))["seats"] == {"Seat 8001": "paused", "Seat 8002": "on_call"}
+    finally:
+        await _forget(redis_client, node_id)
+
+
+async def test_replayed_calls_count_once_on_the_call_day_in_shanghai(redis_client, node_id):
+    late = datetime(2024, 3, 1, 23, 59, 59, tzinfo=SHANGHAI).timestamp()  # 15:59:59 UTC
+    live = LiveStats(redis_client, node_id)
+    answered, missed = make_call(at=late), make_call(outcome="queue_timeout", at=late)
+    try:
+        async with live_running(live):
+            for call in (answered, missed, answered, missed, answered):
+                live.push_call(call)
+            assert await live.drain()
+        snap = await live.snapshot(late)
+        assert snap["day"] == "2024-03-01"
+        assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1}
+        assert (await live.snapshot(late + 1))["today"] == {"offered": 0, "answered": 0, "abandoned": 0}
+    finally:
+        await _forget(redis_client, node_id)
+
+
+async def test_redis_down_never_reaches_the_caller_and_counters_recover(redis_client, node_id):
+    down = aioredis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=1)
+    live = LiveStats(down, node_id, retry_interval=0.01)
+    calls = [make_call(), make_call(caller="13900005555", outcome="abandoned")]
+    try:
+        async with live_running(live):
+            for call in calls:
+                live.push_call(call)      # never waits, never raises
+            live.push_event(capture_events("abandon.ami")[0])
+            assert await live.drain()
+            assert not live.healthy
+            live.redis = redis_client     # Redis is back
+            await until(lambda: live.healthy, "the live views to recover")
+        snap = await live.snapshot(calls[0].started_at)
+        assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1}
+    finally:
+        await down.aclose()
+        await _forget(redis_client, node_id)
+
+
+# --- seats into app_queue (queues/seats.py) -------------------------------------------------
+
+class _AsteriskAnswers:
+    """Answers QueueAdd as Asterisk 22 does in the actions capture, for the queues it has."""
+
+    def __init__(self, queues: set[str]) -> None:
+        self.queues, self.members, self.sent = queues, set(), []
+
+    async def send_action(self, action, fields=None, *, timeout=None):
+        self.sent.append((action, dict(fields or {})))
+        queue, iface = fields["Queue"], fields["Interface"]
+        if queue not in self.queues:
+            headers = (("Response", "Error"), ("Message", "Unable to add interface to queue: No such queue"))
+        elif (queue, iface) in self.members:
+            headers = (("Response", "Error"), ("Message", "Unable to add interface: Already there"))
+        else:
+            self.members.add((queue, iface))
+            headers = (("Response", "Success"), ("Message", "Added interface to queue"))
+        return AmiResponse(Frame(headers))
+
+
+async def test_one_refused_membership_does_not_keep_other_seats_out():
+    pbx = _AsteriskAnswers({"hotline-general"})
+    seats = [SeatConfig(interface="PJSIP/8001", name="Seat 8001", queues=["hotline-typo", "hotline-general"]),
+             SeatConfig(interface="PJSIP/8002", name="Seat 8002", state_interface="Custom:seat8002")]
+    assert await apply_seats(PbxActions(pbx), seats) == 2
+    assert pbx.members == {("hotline-general", "PJSIP/8001"), ("hotline-general", "PJSIP/8002")}
+    assert pbx.sent[2][1]["MemberName"] == "Seat 8002" and pbx.sent[2][1]["StateInterface"] == "Custom:seat8002"
+    assert await apply_seats(PbxActions(pbx), seats) == 0  # on the next login: already there
