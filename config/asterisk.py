@@ -5,10 +5,11 @@ three snippets to a real Asterisk 22 and 12345 calls run through this service:
 
 * ``extensions.conf``: ``[hotline-inbound]`` answers 12345, clears the variables the service sets,
   runs the IVR over FastAGI, then routes *whatever happened*: an IVR that failed, timed out, is
-  down or set an unknown queue still ends in the default queue (never dead air, never a hang-up
-  because the service is away). The queue name is whitelisted against the configured queues
-  before it is used, the timeout and priority are checked to be small whole numbers, and no
-  caller-controlled value (caller ID, DTMF) is ever placed inside an application argument.
+  down or set an unknown queue still ends in the default queue, with that queue's work-order
+  category (never dead air, never a hang-up because the service is away). The queue name is
+  whitelisted against the configured queues before it is used, the timeout and priority are
+  checked to be small whole numbers, and no caller-controlled value (caller ID, DTMF) is ever
+  placed inside an application argument.
 * ``queues.conf``: one section per configured queue, no static members: the service adds the
   seats at start through AMI ``QueueAdd`` (MemberName, StateInterface) and owns pause state.
 * ``manager.conf``: the AMI user of the service with the least read/write classes it needs.
@@ -56,6 +57,9 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
 # A state interface may also be a custom device state or a hint: Custom:seat8001, hint:8001@seats.
 _STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")
 _PATH = re.compile(r"^/[A-Za-z0-9_./\-]*$")
+_CATEGORY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# app_queue's strategies (queues.conf ``strategy``) in Asterisk 22.
+_STRATEGIES = frozenset({"ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "rrordered", "linear", "wrandom"})
 _DID = re.compile(r"^(?:[0-9*#+]+|_[0-9XZNxzn.!*#+]+)$")
 
 # Characters that would end a line, start a comment or a section in a .conf file.
@@ -117,6 +121,20 @@ def _default_queue(settings: Settings) -> QueueConfig:
     if queue is None:
         raise ValueError(f"ivr.default_queue: {name!r} is not one of the configured queues")
     return queue
+
+
+def _category(setting: str, value: str) -> str:
+    _safe(setting, value)
+    if not _CATEGORY.match(value):
+        raise ValueError(f"{setting}: {value!r} may hold only letters, digits, '_', '.' and '-'")
+    return value
+
+
+def _strategy(setting: str, value: str) -> str:
+    _safe(setting, value)
+    if value not in _STRATEGIES:
+        raise ValueError(f"{setting}: {value!r} is not an app_queue strategy ({', '.join(sorted(_STRATEGIES))})")
+    return value
 
 
 def _whole(setting: str, value: object, low: int, high: int) -> int:
@@ -217,7 +235,9 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
             raise ValueError(f"dids[{i}]: {did!r} must be another number or an extension pattern like _X.")
 
     whitelist = "|".join(names)
-    default_wait = _whole(f"queues[{names.index(default.name)}].max_wait", default.max_wait, 1, 9999)
+    default_index = names.index(default.name)
+    default_category = _category(f"queues[{default_index}].category", default.category)
+    default_wait = _whole(f"queues[{default_index}].max_wait", default.max_wait, 1, 9999)
     other_waits = []
     for i, q in enumerate(settings.queues):
         if q.name == default.name:
@@ -230,7 +250,9 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
 
     return _lines(
         f"; Hotline {number} inbound, node {node}. Send the hotline DID here from the trunk context,",
-        f"; e.g. Goto({INBOUND_CONTEXT},{number},1).",
+        f"; e.g. Goto({INBOUND_CONTEXT},{number},1). The service reads back, from the AMI VarSet events,",
+        "; HOTLINE_IVR_CHOICE, HOTLINE_CATEGORY, HOTLINE_QUEUE, MIXMONITOR_FILENAME and QUEUESTATUS",
+        "; (set by Queue(): TIMEOUT tells a queue timeout from a caller who hung up).",
         f"[{INBOUND_CONTEXT}]",
         f"exten => {number},1,NoOp(Hotline inbound node {node})",
         " same => n,Answer()",
@@ -242,12 +264,14 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         " ; The IVR (FastAGI) sets HOTLINE_QUEUE, HOTLINE_QUEUE_TIMEOUT, HOTLINE_PRIORITY and more.",
         " ; If the service is down AGI() fails within 2 s (AGISTATUS=FAILURE) and the call goes on.",
         f" same => n,AGI({agi_url})",
-        " ; Only a configured queue is used: empty, failed IVR or unknown name -> the default queue.",
-        " ; REGEX() yields only 0 or 1, so no set value ever reaches the expression or an argument.",
-        f' same => n,ExecIf($["${{REGEX("^({whitelist})$" ${{HOTLINE_QUEUE}})}}" != "1"]'
-        f"?Set(HOTLINE_QUEUE={default.name}))",
+        " ; Only a configured queue is used: empty, failed IVR or unknown name -> the default queue and",
+        " ; its work-order category. REGEX() yields only 0 or 1: no value the IVR set reaches an",
+        " ; expression or an application argument before it passed this check.",
+        f' same => n,GotoIf($["${{REGEX("^({whitelist})$" ${{HOTLINE_QUEUE}})}}" = "1"]?queue_ok)',
+        f" same => n,Set(HOTLINE_QUEUE={default.name})",
+        f" same => n,Set(HOTLINE_CATEGORY={default_category})",
         " ; Queue timeout: the service's value if it is a whole number of seconds, else the queue's max wait.",
-        ' same => n,GotoIf($["${REGEX("^[1-9][0-9]{0,3}$" ${HOTLINE_QUEUE_TIMEOUT})}" = "1"]?timeout_ok)',
+        ' same => n(queue_ok),GotoIf($["${REGEX("^[1-9][0-9]{0,3}$" ${HOTLINE_QUEUE_TIMEOUT})}" = "1"]?timeout_ok)',
         f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={default_wait})",
         other_waits,
         " ; Caller priority in the queue (QUEUE_PRIO, higher is served first), only if a small number.",
@@ -294,10 +318,10 @@ def render_queues(settings: Settings) -> str:
         seats = [s for s in settings.seats if name in s.queues]
         sections += [
             "",
-            f"; {name}: purpose {_safe(f'queues[{i}].purpose', q.purpose)}, "
-            f"work-order category {_safe(f'queues[{i}].category', q.category)}",
+            f"; {name}: purpose {_name(f'queues[{i}].purpose', q.purpose)}, "
+            f"work-order category {_category(f'queues[{i}].category', q.category)}",
             f"[{name}]",
-            f"strategy = {_safe(f'queues[{i}].strategy', q.strategy)}",
+            f"strategy = {_strategy(f'queues[{i}].strategy', q.strategy)}",
             "; seconds a seat rings before the next one is tried",
             f"timeout = {_whole(f'queues[{i}].ring_timeout', q.ring_timeout, 1, 300)}",
             f"retry = {QUEUE_RETRY}",

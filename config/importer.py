@@ -1,9 +1,11 @@
 """Import the queues (and static members) of an existing queues.conf.
 
 Uses pyst2's ``asterisk.config.Config``, which reads plain ``[section]`` / ``key = value`` files.
-It cannot read templates (``[x](!)``, ``[y](x)``), additions (``[x](+)``) or ``#include`` /
-``#exec``; those are refused up front with an error naming the file and the line, rather than
-pyst2's bare "Missing '[' or ']'" or "Item must be in name = value pairs".
+It cannot read templates (``[x](!)``, ``[y](x)``), additions (``[x](+)``), ``#include`` /
+``#exec``, block comments (``;-- ... --;``, whose lines it would read as settings) or escaped
+semicolons (``\\;``, which it takes for a comment); those are refused up front with an error
+naming the file and the line, rather than pyst2's bare "Missing '[' or ']'" or "Item must be in
+name = value pairs", or a silently wrong import.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ ASTERISK_DEFAULTS: dict[str, Any] = {"strategy": "ringall", "timeout": 15, "retr
 
 _DIRECTIVE = re.compile(r"^\s*#\s*(include|tryinclude|exec)\b", re.IGNORECASE)
 _HEADER_WITH_OPTIONS = re.compile(r"^\s*\[[^\]]*\]\s*\(")
+# Asterisk's block comment starts at ";--" not followed by a third '-' (";-----" is a plain comment).
+_BLOCK_COMMENT = re.compile(r"(?<!\\);--(?!-)")
 
 
 class _Config(asterisk.config.Config):
@@ -96,6 +100,15 @@ def _precheck(path: str) -> None:
     except UnicodeDecodeError as exc:
         raise QueuesImportError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for number, raw in enumerate(lines, start=1):
+        if _BLOCK_COMMENT.search(raw):
+            raise QueuesImportError(
+                f"{path}:{number}: block comments (;-- ... --;) are not supported by the importer; "
+                "comment each line with ';' or delete the block"
+            )
+        if "\\;" in raw:
+            raise QueuesImportError(
+                f"{path}:{number}: an escaped ';' (\\;) is not supported by the importer; remove it from the value"
+            )
         text = raw.split(";", 1)[0]
         if _DIRECTIVE.match(text):
             raise QueuesImportError(
@@ -128,6 +141,13 @@ def import_queues(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except asterisk.config.ParseError as exc:
         line, message = (exc.args + (None, None))[:2]
         raise QueuesImportError(f"{path}:{line}: {message}") from None
+
+    for line in cfg.lines:
+        if isinstance(line, asterisk.config.Category):
+            break
+        if isinstance(line, asterisk.config.Item):
+            # Asterisk refuses a setting outside any [section]; pyst2 would drop it silently.
+            raise QueuesImportError(f"{path}:{line.number}: {line.line!r} comes before the first [section]")
 
     queues: list[dict[str, Any]] = []
     seen: set[str] = set()

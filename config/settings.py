@@ -14,11 +14,20 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
+ENV_PREFIX = "HOTLINE_"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+# A work-order category code; it is also set by the generated dialplan (Set(HOTLINE_CATEGORY=...)).
+_CATEGORY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# An AMI user name: a manager.conf section and the Username header of the Login action.
+_AMI_USER = re.compile(r"^[A-Za-z0-9_.@\-]+$")
+# A sound file name as AGI STREAM FILE / GET DATA take it: one word, no extension needed.
+_PROMPT = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
 _STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")  # PJSIP/8001, Custom:seat1001
 
@@ -36,13 +45,26 @@ class AmiSettings(BaseModel):
     action_timeout: float = Field(10.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
 
+    @field_validator("username")
+    @classmethod
+    def _username(cls, v: str) -> str:
+        if not _AMI_USER.match(v) or v.lower() == "general":
+            raise ValueError("ami.username may hold only letters, digits, '_', '.', '@' and '-' and is not 'general'")
+        return v
+
     @model_validator(mode="after")
     def _secret_from_file(self) -> "AmiSettings":
+        if self.secret is not None and not self.secret.get_secret_value():
+            self.secret = None  # an empty HOTLINE_AMI__SECRET is no secret
         if self.secret is None and self.secret_file is not None:
             try:
-                self.secret = SecretStr(self.secret_file.read_text().strip())
-            except OSError as exc:
-                raise ValueError(f"ami.secret_file cannot be read: {exc.strerror}") from None
+                text = self.secret_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise ValueError(f"ami.secret_file cannot be read: {reason}") from None
+            if not text:
+                raise ValueError("ami.secret_file is empty")
+            self.secret = SecretStr(text)
         return self
 
 
@@ -71,6 +93,15 @@ class QueueConfig(BaseModel):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError("queue name may hold only letters, digits, '_' and '-'")
+        if v.lower() == "general":
+            raise ValueError("queue name 'general' is reserved in queues.conf")
+        return v
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str) -> str:
+        if not _CATEGORY.match(v):
+            raise ValueError("category may hold only letters, digits, '_', '.' and '-'")
         return v
 
 
@@ -111,6 +142,14 @@ class IvrMenuSettings(BaseModel):
     routes: dict[str, str] = Field(default_factory=lambda: {"1": "hotline-general", "2": "hotline-business"})
     default_queue: str = "hotline-general"
 
+    @field_validator("greeting", "menu_prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        # The name goes into an AGI command line as one argument: no blanks, quotes or line breaks.
+        if not _PROMPT.match(v):
+            raise ValueError("a prompt is a sound file name of letters, digits, '_', '.', '-' and '/'")
+        return v
+
 
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
@@ -125,7 +164,7 @@ def _default_queues() -> list[QueueConfig]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     node_id: str = "pbx1"
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/hotline")
@@ -149,11 +188,24 @@ class Settings(BaseSettings):
             raise ValueError("node_id may hold only letters, digits, '_' and '-'")
         return v
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (give an IANA name such as Asia/Shanghai)") from None
+        return v
+
     @model_validator(mode="after")
     def _references(self) -> "Settings":
         names = {q.name for q in self.queues}
-        if len(names) != len(self.queues):
-            raise ValueError("queues: two queues share a name")
+        seen: dict[str, int] = {}
+        for i, q in enumerate(self.queues):
+            # app_queue looks queue names up ignoring letter case.
+            j = seen.setdefault(q.name.lower(), i)
+            if j != i:
+                raise ValueError(f"queues[{i}].name {q.name!r} is already used by queues[{j}] (letter case does not count)")
         for i, seat in enumerate(self.seats):
             for q in seat.queues:
                 if q not in names:
@@ -183,11 +235,25 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+def _env_name(loc: tuple[Any, ...]) -> str | None:
+    """The HOTLINE_* variable set in the environment that gave the value at ``loc``, if any."""
+    env = {k.upper() for k in os.environ}
+    parts = [str(p) for p in loc]
+    while parts:
+        name = ENV_PREFIX + "__".join(parts).upper()
+        if name in env:
+            return name
+        parts.pop()
+    return None
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
+    # Only the location and pydantic's message: never the input, which may be a secret.
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {err['msg']}")
+        env = _env_name(err["loc"])
+        lines.append(f"  {loc}: {err['msg']}" + (f" (from ${env})" if env else ""))
     return "\n".join(lines)
 
 
@@ -206,10 +272,23 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Se
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"configuration file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"configuration file {path} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        # BaseSettings takes _env_file, _secrets_dir, ... as keyword arguments: a file must not.
+        private = sorted(k for k in data if k.startswith("_"))
+        if private:
+            raise ConfigError(f"invalid configuration ({source}):\n  {private[0]}: Extra inputs are not permitted")
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+    except SettingsError as exc:
+        # e.g. HOTLINE_QUEUES that is not JSON; the message names the field, never the value.
+        raise ConfigError(
+            f"invalid configuration ({source}): {exc}; a table or list given in the environment must be JSON"
+        ) from None

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import sys
 
+import asyncpg
+
 from config.settings import ConfigError, Settings, load_settings
 
 
@@ -82,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (OSError, ConfigError, ValueError, RuntimeError) as exc:  # MigrationError is a RuntimeError
         logging.getLogger("hotline").error("%s: %s", args.command, exc)
+        return 1
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # e.g. a wrong role or password in HOTLINE_DATABASE_URL: one line, not a traceback.
+        # asyncpg's messages name the user and the database, never the password.
+        logging.getLogger("hotline").error("%s: Postgres: %s: %s", args.command, type(exc).__name__, exc)
         return 1
     return 2
 

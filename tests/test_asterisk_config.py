@@ -121,19 +121,17 @@ def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, 
     assert steps[3:agi_at] == ["Set(HOTLINE_QUEUE=)", "Set(HOTLINE_QUEUE_TIMEOUT=)", "Set(HOTLINE_PRIORITY=)"]
 
     after = steps[agi_at + 1:]
-    # The fallback: anything but a configured queue name becomes the default queue.
+    # The fallback: anything but a configured queue name becomes the default queue, with its category.
     names = [q.name for q in settings.queues]
-    fallback = after[0]
-    assert fallback == (
-        f'ExecIf($["${{REGEX("^({"|".join(names)})$" ${{HOTLINE_QUEUE}})}}" != "1"]'
-        f"?Set(HOTLINE_QUEUE={default_queue}))"
-    )
+    assert after[0] == f'GotoIf($["${{REGEX("^({"|".join(names)})$" ${{HOTLINE_QUEUE}})}}" = "1"]?queue_ok)'
+    assert after[1] == f"Set(HOTLINE_QUEUE={default_queue})"
+    assert after[2] == f"Set(HOTLINE_CATEGORY={settings.queue(default_queue).category})"
     # The timeout: the service's value if numeric, else the chosen queue's max wait.
-    assert after[1].startswith("GotoIf(") and after[1].endswith("?timeout_ok)")
-    assert "HOTLINE_QUEUE_TIMEOUT" in after[1]
-    assert after[2] == f"Set(HOTLINE_QUEUE_TIMEOUT={waits[default_queue]})"
+    assert after[3].startswith("GotoIf(") and after[3].endswith("?timeout_ok)")
+    assert "HOTLINE_QUEUE_TIMEOUT" in after[3]
+    assert after[4] == f"Set(HOTLINE_QUEUE_TIMEOUT={waits[default_queue]})"
     per_queue = {}
-    i = 3
+    i = 5
     while after[i].startswith("ExecIf("):
         m = re.fullmatch(r'ExecIf\(\$\["\$\{HOTLINE_QUEUE\}" = "([\w-]+)"\]\?Set\(HOTLINE_QUEUE_TIMEOUT=(\d+)\)\)', after[i])
         assert m, after[i]
@@ -156,6 +154,7 @@ def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, 
     assert after[-1] == "Hangup()"
     # Labels used by GotoIf exist.
     raw = [v for _k, v in sections["hotline-inbound"]]
+    assert any(v.startswith("n(queue_ok),") for v in raw)
     assert any(v.startswith("n(timeout_ok),") for v in raw)
     assert any(v.startswith("n(record),") for v in raw)
     # Hangup handler returns.
@@ -436,3 +435,217 @@ def test_import_missing_file_names_it(tmp_path):
     path = tmp_path / "nope.conf"
     with pytest.raises(QueuesImportError, match=re.escape(str(path))):
         import_queues(path)
+
+
+# --------------------------------------------------------------------------- the dialplan, run
+#
+# A small model of how Asterisk 22 runs the generated [hotline-inbound]: ${VAR} and ${REGEX("re" s)}
+# substitution (braces counted as pbx.c does, the innermost value substituted first), $[a = b] and
+# $[a != b] on quoted strings, and the applications the snippet uses. It fails loudly on anything
+# else, so a change that puts an unchecked value into an expression or argument shows up here.
+
+
+class _Channel:
+    def __init__(self, variables: dict[str, str], agi) -> None:
+        self.vars = {"UNIQUEID": "1700000000.42", **variables}
+        self.agi = agi  # called with the channel when AGI() runs; may set variables or do nothing
+        self.apps: list[tuple[str, str]] = []
+
+    def subst(self, text: str) -> str:
+        out, i = [], 0
+        while i < len(text):
+            if text.startswith("${", i) or text.startswith("$[", i):
+                opener, closer = ("{", "}") if text[i + 1] == "{" else ("[", "]")
+                depth, j = 1, i + 2
+                while depth:
+                    if j >= len(text):
+                        raise AssertionError(f"unbalanced {opener} in {text!r}")
+                    depth += {opener: 1, closer: -1}.get(text[j], 0)
+                    j += 1
+                inner = self.subst(text[i + 2:j - 1])
+                out.append(self.function_or_var(inner) if opener == "{" else self.expression(inner))
+                i = j
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
+
+    def function_or_var(self, inner: str) -> str:
+        if "(" not in inner:
+            return self.vars.get(inner, "")
+        name, args = inner.split("(", 1)
+        assert name in ("REGEX", "IF") and args.endswith(")"), inner
+        if name == "IF":  # IF(cond?iftrue:iffalse), only in the capture dialplan
+            cond, choices = args[:-1].split("?", 1)
+            iftrue, _, iffalse = choices.partition(":")
+            return iftrue if cond.strip() not in ("", "0") else iffalse
+        parts = args[:-1].split('"', 2)
+        if len(parts) != 3 or parts[0] != "":
+            return ""  # func_strings.c: "Unexpected arguments", the function yields nothing
+        subject = parts[2][1:] if parts[2][:1] in (" ", "\t") else parts[2]
+        return "1" if re.search(parts[1], subject) else "0"
+
+    @staticmethod
+    def expression(inner: str) -> str:
+        m = re.fullmatch(r'\s*"([^"]*)"\s*(!?=)\s*"([^"]*)"\s*', inner)
+        assert m, f"unexpected expression: $[{inner}]"
+        equal = m.group(1) == m.group(3)
+        return "1" if equal == (m.group(2) == "=") else "0"
+
+
+def run_inbound(text: str, channel: _Channel) -> _Channel:
+    """Run extension 12345 of [hotline-inbound] until Queue() or Hangup()."""
+    steps: list[tuple[str | None, str]] = []
+    for kind, value in parse_text(text)["hotline-inbound"]:
+        if kind == "exten":
+            exten, value = value.split(",", 1)
+            if exten != "12345":
+                break
+        prio, app = value.split(",", 1)
+        label = re.fullmatch(r"(?:n|\d+)(?:\((\w+)\))?", prio)
+        assert label, prio
+        steps.append((label.group(1), app))
+    labels = {label: n for n, (label, _app) in enumerate(steps) if label}
+    pc = 0
+    while pc < len(steps):
+        app = steps[pc][1]
+        pc += 1
+        name, data = re.fullmatch(r"(\w+)\((.*)\)", app, re.S).groups()
+        data = channel.subst(data)
+        while name == "ExecIf":
+            cond, then = data.split("?", 1)
+            if cond != "1":
+                break
+            name, data = re.fullmatch(r"(\w+)\((.*)\)", then, re.S).groups()
+        if name == "ExecIf":
+            continue
+        channel.apps.append((name, data))
+        if name == "Set":
+            var, value = data.split("=", 1)
+            channel.vars[var] = value
+        elif name == "GotoIf":
+            cond, target = data.split("?", 1)
+            assert cond in ("0", "1"), data
+            if cond == "1":
+                pc = labels[target]
+        elif name == "AGI":
+            channel.agi(channel)
+        elif name in ("Queue", "Hangup"):
+            return channel
+        else:
+            assert name in ("NoOp", "Answer", "MixMonitor"), name
+    raise AssertionError("the dialplan ran out without Queue() or Hangup(): dead air")
+
+
+def parse_text(text: str) -> dict[str, list[tuple[str, str]]]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return parse(Path(tmp), "extensions.conf", text)
+
+
+def ivr_sets(**variables: str):
+    def agi(channel: _Channel) -> None:
+        channel.vars.update(variables)
+    return agi
+
+
+def unreachable(channel: _Channel) -> None:
+    channel.vars["AGISTATUS"] = "FAILURE"
+
+
+def queue_call(channel: _Channel) -> list[str]:
+    name, data = channel.apps[-1]
+    assert name == "Queue", channel.apps
+    mixmonitor = [d for n, d in channel.apps if n == "MixMonitor"]
+    assert mixmonitor == ["/srv/hotline/recordings/1700000000.42.wav,b"], "recording starts before the queue"
+    return data.split(",")
+
+
+def test_dialplan_routes_the_ivr_choice(big_settings):
+    text = render_dialplan(big_settings)
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-business", HOTLINE_QUEUE_TIMEOUT="300",
+                                                 HOTLINE_CATEGORY="business_environment")))
+    assert queue_call(ch) == ["hl-business", "t", "", "", "300"]
+    assert ch.vars["HOTLINE_CATEGORY"] == "business_environment"
+    # A queue without a timeout from the service gets its own max wait.
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-dialect")))
+    assert queue_call(ch) == ["hl-dialect", "t", "", "", "240"]
+
+
+@pytest.mark.parametrize(
+    "agi",
+    [unreachable, ivr_sets(HOTLINE_QUEUE="nosuch", HOTLINE_CATEGORY="x"), ivr_sets(HOTLINE_QUEUE=""),
+     ivr_sets(HOTLINE_QUEUE="HL-GENERAL"), ivr_sets(HOTLINE_QUEUE="hl-general|hl-leader"),
+     ivr_sets(HOTLINE_QUEUE="hl-leader,t,,,1"), ivr_sets(HOTLINE_QUEUE='hl-leader" x'),
+     ivr_sets(HOTLINE_QUEUE='hl-leader")}"]?Hangup()'), ivr_sets(HOTLINE_QUEUE="hl-leader\nx"),
+     ivr_sets(HOTLINE_QUEUE="${HOTLINE_CATEGORY}")],
+)
+def test_dialplan_falls_back_to_the_default_queue(big_settings, agi):
+    """Service down, unknown or crafted queue name: the default queue, its category and max wait."""
+    ch = run_inbound(render_dialplan(big_settings), _Channel({}, agi))
+    assert queue_call(ch) == ["hl-general", "t", "", "", "150"]
+    assert ch.vars["HOTLINE_CATEGORY"] == "general"
+
+
+def test_dialplan_ignores_variables_from_before_the_ivr(big_settings):
+    """A channel transferred back into 12345 keeps its variables; the IVR's failure must not reuse them."""
+    stale = {"HOTLINE_QUEUE": "hl-leader", "HOTLINE_QUEUE_TIMEOUT": "5", "HOTLINE_PRIORITY": "9"}
+    ch = run_inbound(render_dialplan(big_settings), _Channel(stale, unreachable))
+    assert queue_call(ch) == ["hl-general", "t", "", "", "150"]
+    assert "QUEUE_PRIO" not in ch.vars
+
+
+@pytest.mark.parametrize(
+    ("timeout", "priority", "queue_timeout", "prio"),
+    [("45", "3", "45", "3"), ("0", "", "150", None), ("10,,x", "1,2", "150", None), ("12345", "1000", "150", None),
+     ("${X}", "-1", "150", None), ("9999", "999", "9999", "999")],
+)
+def test_dialplan_checks_timeout_and_priority(big_settings, timeout, priority, queue_timeout, prio):
+    agi = ivr_sets(HOTLINE_QUEUE="hl-general", HOTLINE_QUEUE_TIMEOUT=timeout, HOTLINE_PRIORITY=priority)
+    ch = run_inbound(render_dialplan(big_settings), _Channel({}, agi))
+    assert queue_call(ch) == ["hl-general", "t", "", "", queue_timeout]
+    assert ch.vars.get("QUEUE_PRIO") == prio
+
+
+def test_dialplan_model_matches_the_capture_dialplan():
+    """The model runs the dialplan that produced the captures the same way Asterisk did (answered.ami:
+    Queue(hotline-general,t,,,60) after the IVR set HOTLINE_QUEUE without a timeout)."""
+    text = (FIXTURES / "extensions.conf").read_text().replace("@AGIPORT@", "4573")
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hotline-general")))
+    assert ch.apps[-1] == ("Queue", "hotline-general,t,,,60")
+    ch = run_inbound(text, _Channel({}, unreachable))
+    assert ch.apps[-1] == ("Hangup", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("[q]\n;-- old members\nmember => PJSIP/9999\n--;\n", 2, "block comments"),
+        ("[q]\nmember => PJSIP/1,0,Wang\\; Li\n", 2, "escaped ';'"),
+        ("strategy = linear\n[q]\n", 1, "before the first [section]"),
+    ],
+)
+def test_import_refuses_what_pyst2_would_read_wrongly(tmp_path, text, line, what):
+    path = tmp_path / "site-queues.conf"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(QueuesImportError) as info:
+        import_queues(path)
+    assert str(info.value).startswith(f"{path}:{line}:") and what in str(info.value), str(info.value)
+
+
+def test_import_plain_dashed_comment_is_fine(tmp_path):
+    path = tmp_path / "queues.conf"
+    path.write_text(";------ Hotline queues ------\n[q]\nstrategy = linear ;--- a note\n", encoding="utf-8")
+    (q,) = import_queues(path)
+    assert (q["name"], q["strategy"]) == ("q", "linear")
+
+
+def test_bad_strategy_and_category_raise_naming_them(big_settings):
+    big_settings.queues[2].strategy = "roundrobin"
+    with pytest.raises(ValueError, match=r"queues\[2\]\.strategy"):
+        render_queues(big_settings)
+    big_settings.queues[2].strategy = "linear"
+    big_settings.queues[0].category = "x)\nexten => s,1,System(id)"
+    with pytest.raises(ValueError, match=r"queues\[0\]\.category"):
+        render_dialplan(big_settings)

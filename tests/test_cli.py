@@ -51,3 +51,37 @@ def test_migrate_against_the_test_database(pg_dsn):
     out = run("migrate", env={"HOTLINE_DATABASE_URL": pg_dsn})
     assert out.returncode == 0, out.stderr
     assert "schema up to date" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (("--config", "/"), {}, "cannot be read"),
+        ((), {"HOTLINE_QUEUES": "hotline-general"}, '"queues"'),
+        ((), {"HOTLINE_AMI__PORT": "5o38"}, "HOTLINE_AMI__PORT"),
+    ],
+)
+def test_settings_errors_are_one_message_not_a_traceback(args, env, needle):
+    out = run(*args, "asterisk-config", env=env)
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_asterisk_config_refuses_a_value_that_cannot_go_into_the_dialplan():
+    out = run("asterisk-config", env={"HOTLINE_AGI__ADVERTISE_HOST": "0.0.0.0"})
+    assert out.returncode == 1
+    assert "agi.advertise_host" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_migrate_with_a_wrong_role_names_it_without_the_password(pg_dsn):
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(pg_dsn)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    dsn = urlunsplit((parts.scheme, f"no_such_role_x:pw-never-shown-77@{host}", parts.path, "", ""))
+    out = run("migrate", env={"HOTLINE_DATABASE_URL": dsn})
+    assert out.returncode == 1
+    assert "no_such_role_x" in out.stderr and "Traceback" not in out.stderr
+    assert "pw-never-shown-77" not in out.stdout + out.stderr
