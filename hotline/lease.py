@@ -21,6 +21,13 @@ are awaited inside the loop, so they must return promptly (start or stop a task)
 happens while one runs. Cancelling ``hold`` neither calls ``on_lost`` nor releases the lease
 (the lease then expires after ``ttl``, as after a SIGKILL); release it yourself on shutdown.
 
+Fail-open (``fail_open=True``, what the service uses): when Redis cannot be reached, the lease
+is taken as held, both at start and while holding it. Nobody else can take a lease while Redis
+is down for everybody, and a double consumer costs only duplicate work (the writer is idempotent
+on node + linkedid), whereas no consumer loses calls. Only a definite "no" from Redis (the key
+holds another owner) stops consumption. While held, the lease is kept with ``acquire`` (SET NX,
+else renew if ours), so a Redis restart that lost the key does not interrupt the holder.
+
 Two consumers can still overlap briefly (a holder that has not yet noticed its loss); the
 journal's writer is idempotent on (node, linkedid), so that overlap never doubles a call.
 """
@@ -72,7 +79,7 @@ class NodeLease:
     """The lease of one node for one owner. ``ttl`` is in seconds."""
 
     def __init__(self, redis: aioredis.Redis, node: str, owner: str | None = None, ttl: float = 10.0,
-                 op_timeout: float = 2.0) -> None:
+                 op_timeout: float = 2.0, fail_open: bool = False) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.redis = redis
@@ -80,6 +87,7 @@ class NodeLease:
         self.owner = owner or default_owner()
         self.ttl = ttl
         self.op_timeout = op_timeout
+        self.fail_open = fail_open
         self.key = f"hotline:{node}:lease"
         self.held = False          # as far as hold() knows
         self._px = max(1, round(ttl * 1000))
@@ -129,10 +137,11 @@ class NodeLease:
                         redis_down = False
                         log.info("lease %s: Redis reachable again", self.key)
                 except LeaseUnavailable as exc:
-                    got = False
+                    got = self.fail_open
                     if not redis_down:
                         redis_down = True
-                        log.warning("lease %s: cannot reach Redis (%s); retrying every %.1f s", self.key, exc, period)
+                        log.warning("lease %s: cannot reach Redis (%s); retrying every %.1f s%s", self.key, exc, period,
+                                    "; consuming without a lease meanwhile (fail-open)" if got else "")
                 if got:
                     self.held = True
                     valid_until = sent + self.ttl
@@ -159,7 +168,19 @@ class NodeLease:
             # Held: renew, bounded by the time the lease surely remains ours.
             remaining = valid_until - sent
             reason = None
-            if remaining <= 0:
+            if self.fail_open:
+                try:
+                    if await self.acquire():
+                        if redis_down:
+                            redis_down = False
+                            log.info("lease %s: Redis reachable again; lease held by %s", self.key, self.owner)
+                    else:
+                        reason = "the lease is held by another instance"
+                except LeaseUnavailable as exc:
+                    if not redis_down:
+                        redis_down = True
+                        log.warning("lease %s: cannot reach Redis (%s); still consuming (fail-open)", self.key, exc)
+            elif remaining <= 0:
                 reason = f"Redis unreachable for longer than the lease ttl ({self.ttl:g} s)"
             else:
                 try:
@@ -183,7 +204,10 @@ class NodeLease:
                 await self._run(on_lost, "on_lost")
                 continue  # try to take it back at once (it may simply have expired)
             # Sleep a third of the ttl, but wake before the lease runs out to declare it lost.
-            await asyncio.sleep(max(0.0, min(period, valid_until - time.monotonic())))
+            if self.fail_open:
+                await asyncio.sleep(period)
+            else:
+                await asyncio.sleep(max(0.0, min(period, valid_until - time.monotonic())))
 
     async def _run(self, callback: Callback, name: str) -> bool:
         try:

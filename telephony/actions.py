@@ -61,3 +61,23 @@ class PbxActions:
 
     async def queue_status(self, queue: str | None = None) -> AmiResponse:
         return await self.client.send_action("QueueStatus", {"Queue": queue} if queue else None)
+
+    async def queue_penalty(self, interface: str, penalty: int, queue: str | None = None) -> None:
+        resp = await self.client.send_action(
+            "QueuePenalty", {"Interface": interface, "Penalty": penalty, "Queue": queue})
+        if not resp.success:
+            raise AmiError(f"QueuePenalty {interface}: {resp.message}")
+
+    async def core_status(self) -> AmiResponse:
+        """CoreStatus: CoreStartupDate/Time tell an Asterisk restart from a reconnect."""
+        resp = await self.client.send_action("CoreStatus")
+        if not resp.success:
+            raise AmiError(f"CoreStatus: {resp.message}")
+        return resp
+
+    async def core_show_channels(self) -> AmiResponse:
+        """CoreShowChannels: one CoreShowChannel item per live channel."""
+        resp = await self.client.send_action("CoreShowChannels")
+        if not resp.success:
+            raise AmiError(f"CoreShowChannels: {resp.message}")
+        return resp

@@ -219,3 +219,45 @@ async def test_failing_on_acquired_gives_the_lease_up(redis_client, node_id, cle
         assert a.held is True
     finally:
         await stop(task)
+
+
+async def test_fail_open_keeps_consuming_while_redis_is_down(private_redis, node_id):
+    """The service's mode: Redis gone never stops the holder; a Redis restart that lost the key
+    does not either (the key is taken again), and a start with Redis down consumes at once."""
+    client, proc = private_redis
+    a = NodeLease(client, node_id, "owner-a", ttl=TTL, op_timeout=0.5, fail_open=True)
+    ra = Recorder()
+    task = asyncio.create_task(a.hold(ra.on_acquired, ra.on_lost))
+    try:
+        await wait_until(lambda: ra.acquired == 1)
+        proc.kill()
+        proc.wait()
+        await asyncio.sleep(TTL * 3)
+        assert (ra.acquired, ra.lost, a.held) == (1, 0, True)
+    finally:
+        await stop(task)
+
+    down = NodeLease(client, node_id, "owner-b", ttl=TTL, op_timeout=0.5, fail_open=True)
+    rb = Recorder()
+    task = asyncio.create_task(down.hold(rb.on_acquired, rb.on_lost))
+    try:
+        await wait_until(lambda: rb.acquired == 1)   # Redis is still dead: consume anyway
+        assert down.held is True
+    finally:
+        await stop(task)
+
+
+async def test_fail_open_gives_way_to_a_real_holder(redis_client, node_id, clean_keys):
+    a = NodeLease(redis_client, node_id, "owner-a", ttl=TTL, fail_open=True)
+    ra = Recorder()
+    task = asyncio.create_task(a.hold(ra.on_acquired, ra.on_lost))
+    try:
+        await wait_until(lambda: ra.acquired == 1)
+        await redis_client.set(a.key, "owner-b", px=60_000)   # another instance owns it now
+        await wait_until(lambda: ra.lost == 1)
+        assert a.held is False
+        await redis_client.delete(a.key)                     # expired: take it again
+        await wait_until(lambda: ra.acquired == 2)
+        assert await redis_client.get(a.key) == "owner-a"
+    finally:
+        await stop(task)
