@@ -208,11 +208,12 @@ class InboundCall:
         ev.newexten(self.bus, c2, "MixMonitor", f"{c2.uniqueid}.wav", priority=6)
         path = self.core.config.recordings_dir / f"{c2.uniqueid}.wav"
         ev.varset(self.bus, c2, "MIXMONITOR_FILENAME", str(path))
-        self.recording, self._rec_start = path, self.core.clock.now()
+        self.recording = path
         try:
             await asyncio.to_thread(start_file, path)
         except OSError as exc:
             log.warning("simulator: cannot create recording %s: %s", path, exc)
+        self._rec_start = self.core.clock.now()  # the audio starts with MixMonitorStart, not before
         self.bus.emit("MixMonitorStart", CALL, c2.fields())
 
     async def _end(self) -> None:

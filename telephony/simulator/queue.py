@@ -113,6 +113,10 @@ class CallQueue:
         self.maxlen = int(conf.get("maxlen", 0))
         self.ringinuse = _bool(conf.get("ringinuse"), False)
         self.autofill = _bool(conf.get("autofill"), True)
+        # app_queue sets QUEUE*, MEMBER* and QE* channel variables only when asked to (default no)
+        self.setqueuevar = _bool(conf.get("setqueuevar"), False)
+        self.setinterfacevar = _bool(conf.get("setinterfacevar"), False)
+        self.setqueueentryvar = _bool(conf.get("setqueueentryvar"), False)
         self.members: dict[str, Member] = {}
         self.entries: list[Entry] = []
         self.rrpos = 0
@@ -165,7 +169,9 @@ class CallQueue:
         return f"{perf:.1f}", f"{perf2:.1f}"
 
     def variables(self) -> list[tuple[str, str]]:
-        """QUEUENAME ... QUEUESRVLEVELPERF, as set_queue_variables sets them."""
+        """QUEUENAME ... QUEUESRVLEVELPERF, as set_queue_variables sets them (none without setqueuevar)."""
+        if not self.setqueuevar:
+            return []
         perf, _ = self.sl_perf()
         s = self.stats
         return [("QUEUENAME", self.name), ("QUEUEMAX", str(self.maxlen)), ("QUEUESTRATEGY", self.strategy),

@@ -153,7 +153,7 @@ class QueueApp:
             return "gone"
         if first is None:
             for leg in list(self.legs):
-                self._no_answer(leg)
+                self._no_answer(leg, ring_to)
             return "noanswer"
         self.legs.remove(first)
         for leg in list(self.legs):
@@ -169,8 +169,8 @@ class QueueApp:
         seat_legs.hang_up(self.core, leg, cause)
         self.core.release(leg.member.interface)
 
-    def _no_answer(self, leg: RingLeg) -> None:
-        ring_ms = int((self.clock.now() - leg.started) * 1000)
+    def _no_answer(self, leg: RingLeg, rang: float) -> None:
+        ring_ms = int(rang * 1000)  # the ring timeout that ran out (sim s), not the loop's latency
         self._agent("AgentRingNoAnswer", leg.member, leg.out, [("RingTime", str(ring_ms))])
         self._drop(leg, "NOANSWER")
 
@@ -181,15 +181,18 @@ class QueueApp:
         assert leg is not None
         call, bus, c2, q, member = self.call, self.bus, self.call.c2, self.q, leg.member
         out, far = leg.out, leg.far
-        now = self.clock.now()
-        hold, ring = _secs(now - self.joined), _secs(now - leg.started)
+        # the seat answered when its script said so: durations follow the script, not the event
+        # loop's latency multiplied by the speed factor
+        answered_at = leg.answer_at if leg.answer_at is not None else self.clock.now()
+        hold, ring = _secs(answered_at - self.joined), _secs(answered_at - leg.started)
         seat_legs.answer(self.core, c2, leg)
         ev.moh(bus, c2, start=False)
         member_vars = [("MEMBERINTERFACE", member.interface), ("MEMBERNAME", member.name),
                        ("MEMBERCALLS", str(member.calls_taken)), ("MEMBERLASTCALL", str(member.last_call)),
                        ("MEMBERPENALTY", str(member.penalty)), ("MEMBERDYNAMIC", "1"), ("MEMBERREALTIME", "0")]
         entry_vars = [("QEHOLDTIME", str(hold)), ("QEORIGINALPOS", str(self.entry.original_position))]
-        for pairs in (member_vars, entry_vars, q.variables()):
+        for pairs in (member_vars if q.setinterfacevar else [], entry_vars if q.setqueueentryvar else [],
+                      q.variables()):
             self._vars(c2, pairs)
             self._vars(out, pairs)
         q.record_hold(hold)
@@ -212,8 +215,12 @@ class QueueApp:
         self.seat_name = member.name
         call.seat_hangup.clear()
         started = self.clock.now()
-        by_caller = await self._talk(leg.behaviour.talk)
-        self.talked = self.clock.now() - started
+        scripted = min(max(leg.behaviour.talk, 0.0), MAX_TALK)
+        by_caller = await self._talk(scripted)
+        # a seat that hangs up on schedule talked exactly its scripted time: the event loop's own
+        # latency (multiplied by the speed factor) must not turn 6 s of talk into 7
+        ended_on_schedule = not by_caller and not call.seat_hangup.is_set()
+        self.talked = scripted if ended_on_schedule else self.clock.now() - started
         talk = _secs(self.talked)
         if by_caller:
             self._caller_ends(leg, bridge, hold, talk)
@@ -225,7 +232,7 @@ class QueueApp:
     async def _talk(self, seconds: float) -> bool:
         """Wait out the talk time; True if the citizen hung up first."""
         call = self.call
-        deadline = self.clock.now() + min(max(seconds, 0.0), MAX_TALK)
+        deadline = self.clock.now() + seconds
         for _ in range(MAX_ROUNDS):
             if call.gone.is_set():
                 return True
@@ -283,15 +290,21 @@ class QueueApp:
 
     # giving up
 
+    # app_queue's queue_exec after the caller gave up (hang-up) or the max wait passed (timeout):
+    # both run record_abandoned (durations, ABANDONED=TRUE, QUEUE* variables, QueueCallerAbandon),
+    # then QUEUE* variables again and leave_queue (QueueCallerLeave, QUEUEPOSITION); only a
+    # timeout stops the music itself and ends with QUEUESTATUS=TIMEOUT (a hang-up leaves none).
+
     def _abandon(self) -> str:
-        bus, c2, q = self.bus, self.call.c2, self.q
+        c2 = self.call.c2
         for leg in list(self.legs):
             self._drop(leg, "CANCEL")
-        ev.moh(bus, c2, start=False)
+        ev.moh(self.bus, c2, start=False)  # the hang-up stops the music on hold first
         hold = _secs(self.clock.now() - self.joined)
-        self._vars(c2, [*self._durations(), ("ABANDONED", "TRUE")])
+        self._durations_abandoned()
         self.call.flush_citizen_hangup()
         self._record_abandon(hold)
+        self._vars(c2, self.q.variables())
         self._leave()
         return "abandoned"
 
@@ -300,23 +313,25 @@ class QueueApp:
         for leg in list(self.legs):
             self._drop(leg, "NOANSWER")
         hold = _secs(self.clock.now() - self.joined)
+        self._durations_abandoned()
         self._record_abandon(hold)
         ev.moh(bus, c2, start=False)
         self._vars(c2, self.q.variables())
         self._leave()
-        self._vars(c2, self._durations())
         ev.varset(bus, c2, "QUEUESTATUS", "TIMEOUT")
         return "queue_timeout"
 
+    def _durations_abandoned(self) -> None:
+        self._vars(self.call.c2, [*self._durations(), ("ABANDONED", "TRUE")])
+
     def _record_abandon(self, hold: int) -> None:
-        """app_queue's record_abandoned: QueueCallerAbandon between two QUEUE* variable sets."""
+        """app_queue's record_abandoned: QUEUE* variables, then QueueCallerAbandon."""
         q, c2 = self.q, self.call.c2
         self._vars(c2, q.variables())
         q.record_abandon(hold)
         self._queue_event("QueueCallerAbandon", [("Position", str(q.position(self.entry))),
                                                  ("OriginalPosition", str(self.entry.original_position)),
                                                  ("HoldTime", str(hold))])
-        self._vars(c2, q.variables())
 
     def _leave(self) -> None:
         position, count = self.q.leave(self.entry)
