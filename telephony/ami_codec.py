@@ -4,7 +4,9 @@ How this works: Asterisk first sends one banner line (``Asterisk Call Manager/11
 frames of ``Key: Value`` lines ending with an empty line (CRLF CRLF). The decoder keeps the raw
 bytes until a whole frame is there, so a UTF-8 character split across TCP reads is never cut, and
 frames come out in the order they arrived. A frame that is not ``Key: Value`` lines raises
-AmiProtocolError after it has been consumed, so the next call goes on with the next frame.
+AmiProtocolError after it has been consumed, so the next call goes on with the next frame; a
+frame over ``max_frame`` bytes raises once and is skipped; a stream without the banner raises
+once and is then read as frames. How the bytes were cut into reads never changes the result.
 No I/O here: the asyncio protocol only feeds bytes in (``receive_data``) and takes frames out.
 """
 
@@ -19,6 +21,7 @@ from telephony.sanitize import check_key, check_value
 BANNER_PREFIX = b"Asterisk Call Manager/"
 _SEP = b"\r\n\r\n"
 MAX_FRAME = 1 << 20  # 1 MiB: no real AMI frame comes near it
+MAX_BANNER = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,19 @@ def parse_frame(raw: bytes) -> Frame:
 
 
 class AmiDecoder:
-    """Feed bytes with ``receive_data``; take frames with ``next_frame`` or iteration."""
+    """Feed bytes with ``receive_data``; take frames with ``next_frame`` or iteration.
+
+    The result never depends on how the bytes were cut into reads: every limit is checked so that
+    the same input gives the same frames and the same errors, whole or one byte at a time. Lines
+    end with CRLF, as Asterisk sends them; a bare LF is part of a value (VarSet of a SHELL() or
+    CURL() result carries raw LFs), never a line end.
+    """
 
     def __init__(self, max_frame: int = MAX_FRAME, expect_banner: bool = True) -> None:
         self._buf = bytearray()
         self._pos = 0
+        self._scan = 0            # where the next search for a blank line starts (bytes before it were searched)
+        self._skipping = False    # dropping the rest of an oversized frame up to its blank line
         self._max = max_frame
         self.banner: str | None = None if expect_banner else ""
 
@@ -96,33 +107,61 @@ class AmiDecoder:
         self._buf += data
 
     def next_frame(self) -> Frame | None:
-        """The next whole frame, None if more bytes are needed; AmiProtocolError if malformed."""
-        buf = self._buf
+        """The next whole frame, None if more bytes are needed; AmiProtocolError if malformed.
+
+        After an error the decoder has moved on (the bad frame consumed, an oversized one skipped up
+        to its blank line, a missing banner noted), so the next call goes on with what follows.
+        """
         if self.banner is None:
-            end = buf.find(b"\r\n", self._pos)
-            if end < 0:
-                if len(buf) - self._pos > 256:
-                    raise self._reset("no AMI banner in the first 256 bytes")
+            if not self._read_banner():
                 return None
-            line = bytes(buf[self._pos:end])
-            self._pos = end + 2
-            if not line.startswith(BANNER_PREFIX):
-                self.banner = ""
-                raise AmiProtocolError(f"not an AMI banner: {line[:80]!r}")
-            self.banner = line.decode("ascii", "replace")
-            return self.next_frame()
+        buf = self._buf
         while True:
-            end = buf.find(_SEP, self._pos)
+            start = self._pos
+            end = buf.find(_SEP, max(start, self._scan))
             if end < 0:
-                if len(buf) - self._pos > self._max:
-                    raise self._reset(f"AMI frame longer than {self._max} bytes")
+                self._scan = max(start, len(buf) - 3)
+                if self._skipping:
+                    self._pos = self._scan
+                elif self._scan - start > self._max:
+                    # at least max+1 bytes of this frame are here and its blank line is not
+                    self._skipping = True
+                    self._pos = self._scan
+                    self._compact()
+                    raise AmiProtocolError(f"AMI frame longer than {self._max} bytes")
                 self._compact()
                 return None
-            start = self._pos
-            self._pos = end + 4
+            self._pos = self._scan = end + 4
+            if self._skipping:
+                self._skipping = False
+                continue
             if end == start:
                 continue  # a stray blank line between frames
+            if end - start > self._max:
+                raise AmiProtocolError(f"AMI frame longer than {self._max} bytes")
             return parse_frame(bytes(buf[start:end]))
+
+    def _read_banner(self) -> bool:
+        """Consume the banner line; False if more bytes are needed. Raises if there is none."""
+        buf, pos = self._buf, self._pos
+        have = bytes(buf[pos:pos + len(BANNER_PREFIX)])
+        if not BANNER_PREFIX.startswith(have):
+            self.banner = ""  # not Asterisk's banner: read what came as frames
+            raise AmiProtocolError(f"not an AMI banner: {have!r}")
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            if len(buf) - pos > MAX_BANNER + 1:
+                end = len(buf)
+            else:
+                return False
+        if end - pos > MAX_BANNER:
+            self.banner = ""
+            self._skipping = True  # drop the rest of the line and whatever follows it up to a blank line
+            self._pos = self._scan = pos
+            raise AmiProtocolError(f"AMI banner longer than {MAX_BANNER} bytes")
+        self.banner = bytes(buf[pos:end]).decode("ascii", "replace")
+        self._pos = self._scan = end + 2
+        return True
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -134,12 +173,8 @@ class AmiDecoder:
     def _compact(self) -> None:
         if self._pos:
             del self._buf[: self._pos]
+            self._scan -= self._pos
             self._pos = 0
-
-    def _reset(self, why: str) -> AmiProtocolError:
-        self._buf.clear()
-        self._pos = 0
-        return AmiProtocolError(why)
 
 
 def encode_action(

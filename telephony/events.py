@@ -7,6 +7,7 @@ that is not a number raises AmiProtocolError naming the field (the link goes on)
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -30,9 +31,12 @@ def _float(frame: Frame, key: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise AmiProtocolError(f"{frame.event}: {key} is not a number: {value[:40]!r}") from None
+        number = math.nan
+    if not math.isfinite(number):  # "nan", "inf", "1e999": a time no database or clock can hold
+        raise AmiProtocolError(f"{frame.event}: {key} is not a number: {value[:40]!r}")
+    return number
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ OUTCOMES = (ANSWERED, ABANDONED, QUEUE_TIMEOUT, IVR_HANGUP)
 class TimelineEntry:
     """One step of a call: ``kind`` is one of call_start, ivr_entered, ivr_choice, queue_join,
     seat_rung, seat_no_answer, answered, completed, abandoned, queue_timeout, recording_started,
-    hangup; ``detail`` holds the step's own fields (queue, position, seat, key, ...)."""
+    channel_moved (a channel left for an older Linkedid on a transfer), hangup; ``detail`` holds the
+    step's own fields (queue, position, seat, key, ring_ms for a ring without answer, ring in
+    seconds for an answer, ...)."""
 
     at: float
     kind: str
@@ -50,11 +52,11 @@ class FinishedCall:
     ivr_choice: str | None = None       # key pressed in the menu, "timeout", or None (never reached)
     queue: str | None = None
     category: str | None = None         # HOTLINE_CATEGORY set by the IVR
-    queue_position: int | None = None   # position on joining the queue
+    queue_position: int | None = None   # position on joining the queue (the first answered or last one)
     seat: str | None = None             # app_queue MemberName of the seat that answered
     seat_interface: str | None = None
-    hold_seconds: int | None = None
-    talk_seconds: int | None = None
+    hold_seconds: int | None = None     # wait in queue before the first answer, or before the abandon
+    talk_seconds: int | None = None     # summed over the seats the call was transferred through
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
     recordings: tuple[RecordingRef, ...] = ()

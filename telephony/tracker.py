@@ -3,19 +3,28 @@
 How this works: every event that carries a Linkedid belongs to one call. A channel becomes known
 to its call on the first event that names it (normally Newchannel) and leaves it on Hangup. When
 the last known channel of a call hangs up the call is final: ``feed`` returns it as a
-FinishedCall and forgets it. Nothing new can join a call after that, because a channel inherits
-its Linkedid from a channel that is still alive.
+FinishedCall and forgets it; later events of that Linkedid (CEL, Cdr, a stray VarSet) are dropped.
+
+Asterisk copies the oldest Linkedid onto every channel that joins a bridge (an attended transfer,
+a three-way call): the channel then moves to the call of its new Linkedid. A call whose last
+channel moved away is final too, at that moment.
+
+Only hotline calls are handed on: a call one of whose channels ran the inbound dialplan context,
+the FastAGI IVR, set HOTLINE_* routing variables or waited in a queue. A call that carries
+HOTLINE_CALLBACK (the service's own Originate), a seat's consultation call or an Originate that
+failed is followed (so its late events stay quiet) but never reported as a citizen's call.
 
 The outcome comes from app_queue's events: AgentConnect means answered; QueueCallerAbandon is an
 abandon unless QUEUESTATUS says the queue timed out (app_queue emits QueueCallerAbandon for both);
-a call that never joined a queue hung up in the IVR. Pure state, no I/O: feed it events, read
-calls out.
+a QUEUESTATUS like JOINEMPTY without any queue event is a queue failure too; a call that never
+reached a queue hung up in the IVR. With a transfer the first answer counts (seat, hold, answer
+time) and the talk times add up. Pure state, no I/O: feed it events, read calls out.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from telephony import events as ev
 from telephony.model import (
@@ -30,8 +39,11 @@ from telephony.model import (
 
 MAX_TIMELINE = 500
 RECENTLY_FINISHED = 20000     # Linkedids remembered after their call ended (late CEL, VarSet, ...)
+INBOUND_CONTEXTS = ("hotline-inbound",)  # config/asterisk.py INBOUND_CONTEXT
 _IGNORED = {"CEL", "Cdr"}     # duplicates of channel events; the tracker reads the channel events
+# QUEUESTATUS values where app_queue, not the caller, ended the wait (set_queue_result in app_queue.c)
 _TIMEOUT_STATUSES = {"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
+_NOT_ROUTING = {"HOTLINE_CALLBACK"}  # HOTLINE_* variables that do not mean "this call came in"
 
 
 @dataclass
@@ -40,6 +52,7 @@ class _Call:
     started_at: float
     live: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    inbound: bool = False                # ran the hotline flow (see the module comment)
     caller_number: str | None = None
     caller_name: str | None = None
     caller_uniqueid: str | None = None   # the channel that sat in the queue
@@ -65,12 +78,19 @@ class _Call:
         if len(self.timeline) < MAX_TIMELINE:
             self.timeline.append(TimelineEntry(at, kind, detail))
 
+    @property
+    def is_callback(self) -> bool:
+        return bool(self.variables.get("HOTLINE_CALLBACK"))
+
 
 class CallTracker:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, inbound_contexts: tuple[str, ...] = INBOUND_CONTEXTS) -> None:
         self.node = node
+        self.inbound_contexts = frozenset(inbound_contexts)
         self.calls: dict[str, _Call] = {}
+        self._channel_call: dict[str, str] = {}     # live channel Uniqueid -> Linkedid of its call
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self.not_hotline = 0                        # finished calls that were not citizens' calls
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -78,39 +98,79 @@ class CallTracker:
     def feed(self, event: ev.AmiEvent) -> FinishedCall | None:
         """Apply one event; return the call it finished, if any."""
         linkedid = event.linkedid
-        if not linkedid or event.name in _IGNORED or linkedid in self._finished:
+        if not linkedid or event.name in _IGNORED:
             return None
+        uid = event.uniqueid
+        moved_out: FinishedCall | None = None
+        known = self._channel_call.get(uid) if uid else None
+        if known is not None and known != linkedid:
+            if isinstance(event, ev.Hangup):
+                linkedid = known  # no news to carry over: end the channel where it was
+            else:
+                moved_out = self._move(uid, known, event.timestamp)
+        if linkedid in self._finished:
+            return moved_out
         call = self.calls.get(linkedid)
         if call is None:
             call = self.calls[linkedid] = _Call(linkedid=linkedid, started_at=event.timestamp)
             call.note(event.timestamp, "call_start")
-        uid = event.uniqueid
         if uid and uid not in call.gone:
             call.live.add(uid)
+            self._channel_call[uid] = linkedid
+        if not call.inbound and event.frame.get("Context") in self.inbound_contexts:
+            call.inbound = True
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(call, event)
         if event.name == "AGIExecStart" and not call.ivr_seen:
-            call.ivr_seen = True
+            call.ivr_seen = call.inbound = True
             call.note(event.timestamp, "ivr_entered")
-        if isinstance(event, ev.Hangup) and not call.live:
-            del self.calls[linkedid]
-            self._finished[linkedid] = None
-            if len(self._finished) > RECENTLY_FINISHED:
-                self._finished.popitem(last=False)
-            return self._finish(call)
-        return None
+        if isinstance(event, ev.Hangup) and uid:
+            self._channel_call.pop(uid, None)
+            if not call.live:
+                return self._close(call) or moved_out
+        return moved_out
+
+    def _move(self, uid: str, linkedid: str, at: float) -> FinishedCall | None:
+        """The channel now carries an older Linkedid: it leaves the call of ``linkedid``."""
+        self._channel_call.pop(uid, None)
+        call = self.calls.get(linkedid)
+        if call is None:
+            return None
+        call.live.discard(uid)
+        call.gone.add(uid)
+        call.note(at, "channel_moved", uniqueid=uid)
+        if call.live:
+            return None
+        call.ended_at = at
+        return self._close(call)
+
+    def _close(self, call: _Call) -> FinishedCall | None:
+        del self.calls[call.linkedid]   # no live channel left, so none maps to it in _channel_call
+        self._finished[call.linkedid] = None
+        if len(self._finished) > RECENTLY_FINISHED:
+            self._finished.popitem(last=False)
+        if not call.inbound or call.is_callback:
+            self.not_hotline += 1
+            return None
+        return self._finish(call)
 
     def _finish(self, call: _Call) -> FinishedCall:
         status = call.variables.get("QUEUESTATUS", "")
         if call.answered_at is not None:
             outcome = ANSWERED
+        elif status in _TIMEOUT_STATUSES:
+            outcome = QUEUE_TIMEOUT
         elif call.joined or call.abandoned:
-            outcome = QUEUE_TIMEOUT if status in _TIMEOUT_STATUSES else ABANDONED
+            outcome = ABANDONED
         else:
             outcome = IVR_HANGUP
         ended = call.ended_at if call.ended_at is not None else call.started_at
-        call.note(ended, "hangup", cause=call.hangup_cause, outcome=outcome)
+        timeline = call.timeline
+        if outcome == QUEUE_TIMEOUT:  # app_queue's QueueCallerAbandon of a timeout is no abandon
+            timeline = [replace(e, kind="queue_timeout", detail={**e.detail, "status": status})
+                        if e.kind == "abandoned" else e for e in timeline]
+        timeline = [*timeline, TimelineEntry(ended, "hangup", {"cause": call.hangup_cause, "outcome": outcome})]
         hotline_vars = {k: v for k, v in call.variables.items() if k.startswith("HOTLINE_")}
         return FinishedCall(
             node=self.node,
@@ -132,7 +192,7 @@ class CallTracker:
             hangup_cause=call.hangup_cause,
             hangup_cause_text=call.hangup_cause_text,
             recordings=tuple(call.recordings),
-            timeline=tuple(call.timeline),
+            timeline=tuple(timeline),
             variables=hotline_vars,
         )
 
@@ -148,6 +208,8 @@ def _varset(call: _Call, e: ev.VarSet) -> None:
     name = e.variable
     if name.startswith("HOTLINE_") or name == "QUEUESTATUS":
         call.variables[name] = e.value
+        if e.value and name.startswith("HOTLINE_") and name not in _NOT_ROUTING:
+            call.inbound = True
         if name == "HOTLINE_IVR_CHOICE":
             call.note(e.timestamp, "ivr_choice", key=e.value)
     elif name == "MIXMONITOR_FILENAME" and e.uniqueid:
@@ -162,20 +224,24 @@ def _mixmonitor(call: _Call, e: ev.MixMonitorStart) -> None:
 
 
 def _join(call: _Call, e: ev.QueueCallerJoin) -> None:
-    call.joined = True
-    call.queue = e.queue
-    call.queue_position = e.position
-    call.caller_uniqueid = e.uniqueid
+    call.inbound = call.joined = True
+    call.variables.pop("QUEUESTATUS", None)  # the status of an earlier Queue() says nothing about this one
+    if call.answered_at is None:  # the queue the call waited in until its first answer
+        call.queue = e.queue
+        call.queue_position = e.position
+        call.caller_uniqueid = e.uniqueid
     if e.caller_number:
         call.caller_number, call.caller_name = e.caller_number, e.caller_name
     call.note(e.timestamp, "queue_join", queue=e.queue, position=e.position)
 
 
 def _abandon(call: _Call, e: ev.QueueCallerAbandon) -> None:
-    call.abandoned = True
-    call.hold_seconds = e.hold_time
-    call.queue = call.queue or e.queue
-    call.caller_uniqueid = call.caller_uniqueid or e.uniqueid
+    call.inbound = call.abandoned = True
+    if call.answered_at is None:
+        call.hold_seconds = e.hold_time
+        if call.queue is None:  # joined before the tracker saw the call (started before the AMI link)
+            call.queue, call.queue_position = e.queue, e.original_position or e.position
+        call.caller_uniqueid = call.caller_uniqueid or e.uniqueid
     if call.caller_number is None and e.caller_number:
         call.caller_number, call.caller_name = e.caller_number, e.caller_name
     call.note(e.timestamp, "abandoned", queue=e.queue, position=e.position, hold=e.hold_time)
@@ -190,19 +256,25 @@ def _no_answer(call: _Call, e: ev.AgentRingNoAnswer) -> None:
 
 
 def _connect(call: _Call, e: ev.AgentConnect) -> None:
-    call.answered_at = e.timestamp
-    call.seat, call.seat_interface = e.member_name, e.interface
-    call.hold_seconds = e.hold_time
+    # HoldTime and RingTime are seconds here (RingTime is milliseconds in AgentRingNoAnswer).
+    if call.answered_at is None:  # after a transfer back into a queue the first answer still counts
+        call.answered_at = e.timestamp
+        call.seat, call.seat_interface = e.member_name, e.interface
+        call.hold_seconds = e.hold_time
+        call.queue = e.queue or call.queue
     call.note(e.timestamp, "answered", seat=e.member_name, hold=e.hold_time, ring=e.ring_time)
 
 
 def _complete(call: _Call, e: ev.AgentComplete) -> None:
-    call.talk_seconds = e.talk_time
+    if e.talk_time is not None:
+        call.talk_seconds = (call.talk_seconds or 0) + e.talk_time
     call.note(e.timestamp, "completed", seat=e.member_name, talk=e.talk_time, reason=e.reason)
 
 
 def _hangup(call: _Call, e: ev.Hangup) -> None:
-    uid = e.uniqueid or ""
+    uid = e.uniqueid
+    if not uid:
+        return
     call.live.discard(uid)
     call.gone.add(uid)
     call.ended_at = e.timestamp

@@ -2,56 +2,152 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telephony.agi_protocol import AgiReplyReader, parse_headers
-from telephony.ami_codec import AmiDecoder, encode_action, parse_frame
+from telephony.ami_codec import AmiDecoder, Frame, encode_action, parse_frame
+from telephony.ami_protocol import HotlineAmiProtocol
 from telephony.errors import AgiProtocolError, AmiProtocolError, UnsafeValue
-from telephony.events import to_event
+from telephony.events import AmiEvent, to_event
+from telephony.tracker import CallTracker
 from tests.conftest import capture
 
 ANSWERED = capture("answered.ami")
+_CAPTURE_FRAMES = [b + b"\r\n\r\n" for name in ("answered.ami", "actions.ami", "abandon.ami")
+                   for b in capture(name).split(b"\r\n", 1)[1].split(b"\r\n\r\n") if b]
+_BANNERS = [b"Asterisk Call Manager/11.0.0\r\n", b"", b"Asterisk Call", b"Asterisk Call Manager/" + b"9" * 300 + b"\r\n",
+            b"HTTP/1.1 400 Bad Request\r\n"]
+_ODD = [b"\r\n", b"\r\n\r\n", b"\n", b"\n\n", b"\r", b":", b": x", b"Key: ", b" Key: v\r\n", "值班".encode(),
+        "值".encode()[:2], b"\xff\xfe", b"\x00", b"A" * 300, b"Event: Hangup\r\nLinkedid: 1\r\nUniqueid: 1\r\n",
+        b"Cause: x\r\n", b"Timestamp: nan\r\n", b"Timestamp: 1e999\r\n", b"Position: " + b"9" * 5000 + b"\r\n",
+        b"Event: QueueCallerJoin\r\nLinkedid: 2\r\nUniqueid: 3\r\nPosition: -1\r\n\r\n"]
+ami_streams = st.builds(
+    lambda banner, parts: banner + b"".join(parts),
+    st.sampled_from(_BANNERS),
+    st.lists(st.one_of(st.sampled_from(_CAPTURE_FRAMES), st.sampled_from(_ODD), st.binary(max_size=30)), max_size=25),
+)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=2000), st.integers(min_value=1, max_value=64))
-def test_ami_decoder_random_bytes(data, chunk):
-    decoder = AmiDecoder()
-    for i in range(0, len(data), chunk):
-        decoder.receive_data(data[i:i + chunk])
-        for _ in range(1000):
+def decode(data: bytes, cuts: list[int], max_frame: int) -> tuple[list, str | None]:
+    """Feed ``data`` in reads of the sizes in ``cuts`` (cycled); every outcome in order.
+
+    Anything but a frame, None or AmiProtocolError escapes and fails the test. Every error must
+    consume input or change state, so the loop ends: it may not spin more often than there are bytes.
+    """
+    decoder = AmiDecoder(max_frame=max_frame)
+    out: list = []
+    pos, i = 0, 0
+    while pos < len(data) or i == 0:
+        step = cuts[i % len(cuts)] if cuts else len(data)
+        decoder.receive_data(data[pos:pos + step])
+        pos, i = pos + step, i + 1
+        for _ in range(len(data) + 10):
             try:
                 frame = decoder.next_frame()
             except AmiProtocolError:
+                out.append("error")
                 continue
             if frame is None:
                 break
-            if frame.event:
-                try:
-                    to_event(frame)
-                except AmiProtocolError:
-                    pass
+            out.append(frame.headers)
+        else:
+            pytest.fail("the decoder keeps raising without consuming its input")
+    return out, decoder.banner
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
+@given(ami_streams, st.lists(st.integers(min_value=1, max_value=40), max_size=8), st.sampled_from([64, 1 << 20]))
+def test_ami_decoder_gives_the_same_result_whatever_the_reads(data, cuts, max_frame):
+    whole = decode(data, [], max_frame)
+    assert decode(data, [1], max_frame) == whole
+    assert decode(data, cuts or [3], max_frame) == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(ami_streams, st.binary(max_size=2000)), st.integers(min_value=1, max_value=64))
+def test_ami_stream_parses_or_raises_our_protocol_error(data, chunk):
+    """Bytes -> frames -> typed events -> tracker: only AmiProtocolError, and only from the first two."""
+    frames, _ = decode(data, [chunk], 1 << 20)
+    tracker = CallTracker("fuzz")
+    for headers in frames:
+        if headers == "error":
+            continue
+        frame = Frame(headers)
+        if not frame.event:
+            continue
+        try:
+            event = to_event(frame)
+        except AmiProtocolError:
+            continue
+        assert math.isfinite(event.timestamp)
+        tracker.feed(event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(AmiEvent.registry)),
+       st.dictionaries(st.sampled_from(["Position", "HoldTime", "TalkTime", "RingTime", "Cause", "Status",
+                                        "OriginalPosition", "Timestamp", "Paused", "CallerIDNum", "Uniqueid",
+                                        "Linkedid", "Variable", "Value", "Context"]),
+                       st.text(max_size=12)))
+def test_typed_events_take_any_values(name, fields):
+    frame = Frame((("Event", name), *fields.items()))
+    try:
+        event = to_event(frame)
+    except AmiProtocolError:
+        return
+    assert type(event) is AmiEvent.registry[name] and math.isfinite(event.timestamp)
+    CallTracker("fuzz").feed(event)
+
+
+@settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=0, max_value=len(ANSWERED) - 1), st.binary(min_size=1, max_size=20))
 def test_ami_decoder_corrupted_capture_recovers(pos, junk):
     data = ANSWERED[:pos] + junk + ANSWERED[pos:]
-    decoder = AmiDecoder()
-    decoder.receive_data(data)
-    good = 0
-    for _ in range(10000):
-        try:
-            frame = decoder.next_frame()
-        except AmiProtocolError:
-            continue
-        if frame is None:
-            break
-        good += 1
+    frames, banner = decode(data, [], 1 << 20)
+    good = [f for f in frames if f != "error"]
     # one corrupted spot costs at most the frames around it, never the rest of the stream
-    assert good >= 230
+    assert len(good) >= 230
+    if pos < ANSWERED.rindex(b"Response: Goodbye"):
+        assert good[-1] == (("Response", "Goodbye"), ("ActionID", "cap-6"), ("Message", "Thanks for all the fish."))
+    assert decode(data, [97], 1 << 20) == (frames, banner)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=0, max_value=len(ANSWERED) - 1), st.binary(min_size=1, max_size=20),
+       st.integers(min_value=5, max_value=300))
+def test_ami_protocol_survives_any_input(pos, junk, chunk):
+    """panoramisk's protocol with our codec: malformed input is dropped, the link and the events go on."""
+    data = ANSWERED[:pos] + junk + ANSWERED[pos:]
+    seen: list = []
+    protocol = HotlineAmiProtocol()
+    protocol.connection_made(_Transport())
+    protocol.factory = type("Factory", (), {"on_ami_event": staticmethod(seen.append)})()
+    for i in range(0, len(data), chunk):
+        protocol.data_received(data[i:i + chunk])
+    expected = []
+    for headers in decode(data, [], 1 << 20)[0]:
+        if headers != "error" and Frame(headers).event:
+            try:
+                expected.append(to_event(Frame(headers)).frame.headers)
+            except AmiProtocolError:
+                pass
+    assert [e.frame.headers for e in seen] == expected
+    assert protocol.version == "11.0.0" or pos <= len(b"Asterisk Call Manager/11.0.0")
 
 
 @settings(max_examples=300, deadline=None)
