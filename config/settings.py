@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -156,6 +156,22 @@ class HttpSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
 
 
+class NodeSettings(BaseModel):
+    """One Asterisk node: its id (calls are unique on node + linkedid) and its AMI account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("node id may hold only letters, digits, '_' and '-'")
+        return v
+
+
 def _default_queues() -> list[QueueConfig]:
     return [
         QueueConfig(name="hotline-general", purpose="general", category="general"),
@@ -180,6 +196,10 @@ class Settings(BaseSettings):
     ivr: IvrMenuSettings = Field(default_factory=IvrMenuSettings)
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     seats: list[SeatConfig] = Field(default_factory=list)
+    # Several Asterisk nodes: each listed node's AMI stream is consumed by one service instance at
+    # a time (a Redis lease of lease_ttl seconds). Empty: the one node ``node_id`` on ``ami``.
+    nodes: list[NodeSettings] = Field(default_factory=list)
+    lease_ttl: float = Field(10.0, ge=1.0, le=300.0)
 
     @field_validator("node_id")
     @classmethod
@@ -217,7 +237,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"ivr.routes[{key!r}] names unknown queue {q!r}")
         if self.ivr.default_queue not in names:
             raise ValueError(f"ivr.default_queue names unknown queue {self.ivr.default_queue!r}")
+        ids: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            j = ids.setdefault(node.id, i)
+            if j != i:
+                raise ValueError(f"nodes[{i}].id {node.id!r} is already used by nodes[{j}]")
         return self
+
+    def pbx_nodes(self) -> list[NodeSettings]:
+        """The Asterisk nodes this service follows: ``nodes``, or the single ``node_id`` on ``ami``."""
+        return list(self.nodes) or [NodeSettings(id=self.node_id, ami=self.ami)]
 
     def queue(self, name: str) -> QueueConfig | None:
         return next((q for q in self.queues if q.name == name), None)

@@ -117,7 +117,7 @@ async def run_demo(settings: Settings, *, calls: int | None, speed: float, seed:
              s.node_id, sim.ami_port, s.agi.listen_port, speed, run_dir)
     try:
         await service.start()
-        await asyncio.wait_for(service.ami.ready.wait(), 15)
+        await service.wait_ready(15)
         population = [f"13{rng.randrange(10**8, 10**9)}" for _ in range(max(5, (calls or 40) * 2 // 3))]
         placed = 0
         while not stop.is_set() and (calls is None or placed < calls):

@@ -1,10 +1,10 @@
-"""The service: the AMI link, the FastAGI server, the call tracker, the writer and live views.
+"""The service: the FastAGI server, one NodeRunner per Asterisk node, the writer and live views.
 
-How one call goes through it: Asterisk runs the IVR over FastAGI (ivr.menu.MenuIvr); AMI events
-go to the tracker (telephony.tracker) and the live views (queues.live); when the tracker finishes
-a call, the writer (workorders.pipeline) checks its recordings and writes it with its work order
-(workorders.store); then the per-call log line. On every AMI (re)connect the configured seats
-are added to their queues (queues.seats).
+How one call goes through it: Asterisk runs the IVR over FastAGI (ivr.menu.MenuIvr); the node's
+AMI events go to its tracker (telephony.tracker) and live views (queues.live) through its
+NodeRunner (hotline.node), which also holds the node's lease, resyncs after every login and
+journals each finished call; the writer (workorders.pipeline) checks the call's recordings and
+writes it with its work order (workorders.store); then the per-call log line.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import redis.asyncio as aioredis
 
 from config.settings import Settings
 from ivr.menu import MenuIvr
+from hotline.lease import default_owner
+from hotline.node import NodeRunner
 from queues.live import LiveStats
-from queues.seats import apply_seats
-from telephony.actions import PbxActions
 from telephony.agi_server import FastAgiServer
 from telephony.ami_client import AmiClient
-from telephony.events import AmiEvent
 from telephony.tracker import CallTracker
 from workorders.pipeline import CallWriter
 from workorders.store import CallStore
@@ -58,21 +57,41 @@ class HotlineService:
         redis: aioredis.Redis,
         *,
         on_written: Callable | None = None,
+        owner: str | None = None,
     ) -> None:
         self.settings = settings
-        self.tracker = CallTracker(settings.node_id)
-        self.live = LiveStats(redis, settings.node_id, settings.timezone)
+        self.owner = owner or default_owner()
         self.store = CallStore(pool, timezone=settings.timezone, repeat_window_days=settings.repeat_window_days)
         self._on_written_extra = on_written
         self.writer = CallWriter(
             self.store, min_recording_seconds=settings.min_recording_seconds, on_written=self._written
         )
+        self.lives = {node.id: LiveStats(redis, node.id, settings.timezone) for node in settings.pbx_nodes()}
+        self.nodes = [
+            NodeRunner(node, settings, redis=redis, writer=self.writer, live=self.lives[node.id], owner=self.owner)
+            for node in settings.pbx_nodes()
+        ]
         self.ivr = MenuIvr(settings)
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
-        self.ami: AmiClient | None = None
-        self.actions: PbxActions | None = None
         self._tasks: list[asyncio.Task] = []
+
+    # The first (usually the only) node, for callers that follow one PBX.
+    @property
+    def node(self) -> NodeRunner:
+        return self.nodes[0]
+
+    @property
+    def live(self) -> LiveStats:
+        return self.node.live
+
+    @property
+    def tracker(self) -> CallTracker:
+        return self.node.tracker
+
+    @property
+    def ami(self) -> AmiClient | None:
+        return self.node.ami
 
     async def start(self) -> None:
         s = self.settings
@@ -81,36 +100,40 @@ class HotlineService:
         )
         self.agi.add_route("ivr", self.ivr, on_error=self.ivr.safe_route)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
-        secret = s.ami.secret.get_secret_value() if s.ami.secret else ""
-        self.ami = AmiClient(
-            host=s.ami.host, port=s.ami.port, username=s.ami.username, secret=secret,
-            on_event=self.on_event, on_connected=self._on_connected,
-            action_timeout=s.ami.action_timeout, connect_timeout=s.ami.connect_timeout, name=s.node_id,
-        )
-        self.actions = PbxActions(self.ami)
-        for coro in (self.writer.run(), self.live.run(), self.ami.run()):
-            self._tasks.append(asyncio.create_task(coro))
+        coros = [self.writer.run(), *(live.run() for live in self.lives.values()), *(n.run() for n in self.nodes)]
+        self._tasks = [asyncio.create_task(coro) for coro in coros]
 
-    def on_event(self, event: AmiEvent) -> None:
-        self.live.push_event(event)
-        call = self.tracker.feed(event)
-        if call is not None:
-            self.writer.submit(call)
-
-    async def _on_connected(self, client: AmiClient) -> None:
-        await apply_seats(self.actions, self.settings.seats)
+    async def wait_ready(self, timeout: float) -> None:
+        """Until every node is consumed here and logged in and resynced (TimeoutError otherwise)."""
+        async def ready() -> None:
+            for node in self.nodes:
+                await node.active.wait()
+                await node.ami.ready.wait()
+        await asyncio.wait_for(ready(), timeout)
 
     def _written(self, call, result, checks) -> None:
-        self.live.push_call(call)
+        live = self.lives.get(call.node)
+        if live is not None:
+            live.push_call(call)
         log.info(describe(call, result, checks))
         if self._on_written_extra is not None:
             self._on_written_extra(call, result, checks)
 
-    async def stop(self) -> None:
-        if self.ami is not None:
-            await self.ami.close()
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking events and AGI sessions, journal and write what is finished, then stop."""
+        node_tasks = self._tasks[-len(self.nodes):] if self._tasks else []
+        for task in node_tasks:          # the lease loops: no new lease taken while stopping
+            task.cancel()
+        await asyncio.gather(*node_tasks, return_exceptions=True)
+        for node in self.nodes:
+            await node.stop()
         if self.agi is not None:
             await self.agi.stop()
+        if not await self.writer.drain(drain_timeout):
+            log.warning("stop: %d calls not yet written; they stay in the journal for the next start",
+                        self.writer.backlog)
+        for live in self.lives.values():
+            await live.drain()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -118,12 +141,19 @@ class HotlineService:
 
     def health(self) -> dict:
         return {
-            "node": self.settings.node_id,
-            "ami_connected": bool(self.ami and self.ami.ready.is_set()),
-            "open_calls": len(self.tracker),
+            "nodes": {
+                n.node.id: {
+                    "active": n.active.is_set(),
+                    "ami_connected": bool(n.ami and n.ami.ready.is_set()),
+                    "open_calls": len(n.tracker),
+                    "resyncs": n.resyncs,
+                    "asterisk_restarts_seen": n.restarts_seen,
+                    "redis_healthy": n.live.healthy,
+                } for n in self.nodes
+            },
+            "owner": self.owner,
             "writer_backlog": self.writer.backlog,
             "calls_written": self.writer.written,
             "calls_failed": len(self.writer.failed),
             "agi_sessions": self.agi.active if self.agi else 0,
-            "redis_healthy": self.live.healthy,
         }

@@ -62,3 +62,7 @@ class FinishedCall:
     recordings: tuple[RecordingRef, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
     variables: Mapping[str, str] = field(default_factory=dict)  # HOTLINE_* channel variables
+    # None: followed to its last Hangup. "resync": its channels were found gone after the AMI link
+    # or the service was away; "asterisk_restart": Asterisk restarted under it. Written with what
+    # was known by then.
+    closed_by: str | None = None

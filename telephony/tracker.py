@@ -19,14 +19,24 @@ abandon unless QUEUESTATUS says the queue timed out (app_queue emits QueueCaller
 a QUEUESTATUS like JOINEMPTY without any queue event is a queue failure too; a call that never
 reached a queue hung up in the IVR. With a transfer the first answer counts (seat, hold, answer
 time) and the talk times add up. Pure state, no I/O: feed it events, read calls out.
+
+Resync (after every AMI login): ``mark()`` before asking CoreShowChannels, then ``resync(channels,
+mark)``. A listed channel of an unknown Linkedid adopts its call (in progress since before the
+link came up); a known call none of whose channels is listed any more, and which had no event
+since the mark, is closed with ``closed_by`` set and handed on with what was known. ``export``
+and ``restore`` carry open calls over a service restart (the node runner keeps them in Redis);
+``take_dirty`` says which calls changed since it was last asked.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Iterable
 
 from telephony import events as ev
+from telephony.resync import LiveChannel
 from telephony.model import (
     ABANDONED,
     ANSWERED,
@@ -73,6 +83,9 @@ class _Call:
     mixmonitor_files: dict[str, str] = field(default_factory=dict)
     recordings: list[RecordingRef] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    last_at: float = 0.0                 # time of the last event seen for this call
+    last_seq: int = 0                    # tracker sequence number of that event
+    closed_by: str | None = None
 
     def note(self, at: float, kind: str, **detail: object) -> None:
         if len(self.timeline) < MAX_TIMELINE:
@@ -91,6 +104,9 @@ class CallTracker:
         self._channel_call: dict[str, str] = {}     # live channel Uniqueid -> Linkedid of its call
         self._finished: OrderedDict[str, None] = OrderedDict()
         self.not_hotline = 0                        # finished calls that were not citizens' calls
+        self._seq = 0                               # events applied to calls so far
+        self.last_at = 0.0                          # newest event Timestamp seen (Asterisk's clock)
+        self._dirty: set[str] = set()               # Linkedids changed since take_dirty()
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -98,6 +114,8 @@ class CallTracker:
     def feed(self, event: ev.AmiEvent) -> FinishedCall | None:
         """Apply one event; return the call it finished, if any."""
         linkedid = event.linkedid
+        if event.timestamp > self.last_at:
+            self.last_at = event.timestamp
         if not linkedid or event.name in _IGNORED:
             return None
         uid = event.uniqueid
@@ -117,6 +135,9 @@ class CallTracker:
         if uid and uid not in call.gone:
             call.live.add(uid)
             self._channel_call[uid] = linkedid
+        self._seq += 1
+        call.last_seq, call.last_at = self._seq, max(call.last_at, event.timestamp)
+        self._dirty.add(linkedid)
         if not call.inbound and event.frame.get("Context") in self.inbound_contexts:
             call.inbound = True
         handler = _HANDLERS.get(type(event))
@@ -144,6 +165,109 @@ class CallTracker:
             return None
         call.ended_at = at
         return self._close(call)
+
+    # -- resync and restart -------------------------------------------------------------------
+
+    def mark(self) -> int:
+        """A point in the event stream; take it before asking CoreShowChannels."""
+        return self._seq
+
+    def resync(self, channels: Iterable[LiveChannel], mark: int,
+               reason: str = "resync") -> tuple[list[FinishedCall], int]:
+        """Adopt the calls of listed channels, close the known calls that no longer exist.
+
+        Returns the closed calls (to write, ``closed_by`` = ``reason``) and how many calls were
+        adopted. Calls with an event after ``mark`` are left alone: their channels may have been
+        created after Asterisk made the list.
+        """
+        listed: dict[str, list[LiveChannel]] = {}
+        for ch in channels:
+            listed.setdefault(self._channel_call.get(ch.uniqueid, ch.linkedid), []).append(ch)
+        adopted = 0
+        for linkedid, chans in listed.items():
+            if linkedid in self._finished:
+                continue
+            call = self.calls.get(linkedid)
+            if call is None:
+                call = self.calls[linkedid] = self._adopt(linkedid, chans)
+                adopted += 1
+            for ch in chans:
+                if ch.uniqueid not in call.gone:
+                    call.live.add(ch.uniqueid)
+                    self._channel_call[ch.uniqueid] = linkedid
+        closed = []
+        for call in list(self.calls.values()):
+            if call.last_seq > mark:
+                continue
+            present = {ch.uniqueid for ch in listed.get(call.linkedid, ())}
+            for uid in call.live - present:
+                call.live.discard(uid)
+                call.gone.add(uid)
+                self._channel_call.pop(uid, None)
+            if not call.live:
+                call.closed_by = reason
+                call.ended_at = call.last_at or call.started_at
+                call.note(call.ended_at, "closed_by_resync", reason=reason)
+                self._dirty.add(call.linkedid)
+                done = self._close(call)
+                if done is not None:
+                    closed.append(done)
+        return closed, adopted
+
+    def _adopt(self, linkedid: str, chans: list[LiveChannel]) -> _Call:
+        """A call in progress that started while the tracker was not listening."""
+        age = max((ch.duration_seconds or 0) for ch in chans)
+        now = self.last_at
+        call = _Call(linkedid=linkedid, started_at=now - age, last_at=now, last_seq=self._seq)
+        first = next((ch for ch in chans if ch.uniqueid == linkedid), None) or chans[0]
+        call.caller_number, call.caller_name = first.caller_number, first.caller_name
+        # Queue is the caller waiting or talking to a seat, AGI the IVR: a citizen's call.
+        call.inbound = any(ch.application in ("Queue", "AGI") for ch in chans)
+        call.note(call.started_at, "call_start")
+        call.note(now, "adopted_by_resync", channels=len(chans),
+                  applications=sorted({ch.application or "" for ch in chans}))
+        self._dirty.add(linkedid)
+        return call
+
+    def take_dirty(self) -> set[str]:
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def mark_dirty(self, linkedids: Iterable[str]) -> None:
+        self._dirty.update(linkedids)
+
+    def export(self, linkedid: str) -> str:
+        """One open call as JSON text (for the open-call store)."""
+        data = asdict(self.calls[linkedid])
+        data["live"], data["gone"] = sorted(data["live"]), sorted(data["gone"])
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    def restore(self, snapshot: dict[str, str], skip: Iterable[str] = ()) -> int:
+        """Take over open calls exported earlier; ``skip`` the ones already finished. Returns
+        how many were restored; an entry that cannot be read is dropped (the resync adopts its
+        call again if it is still alive)."""
+        skip = set(skip)
+        for linkedid in skip:
+            self._finished[linkedid] = None
+        restored = 0
+        known = {f.name for f in fields(_Call)}
+        for linkedid, text in snapshot.items():
+            if linkedid in skip or linkedid in self.calls:
+                continue
+            try:
+                data = {k: v for k, v in json.loads(text).items() if k in known}
+                data["live"], data["gone"] = set(data.get("live", ())), set(data.get("gone", ()))
+                data["recordings"] = [RecordingRef(**r) for r in data.get("recordings", ())]
+                data["timeline"] = [TimelineEntry(**t) for t in data.get("timeline", ())]
+                call = _Call(**data)
+            except (ValueError, TypeError, AttributeError):
+                continue
+            call.last_seq = self._seq
+            self.calls[linkedid] = call
+            for uid in call.live:
+                self._channel_call[uid] = linkedid
+            restored += 1
+        return restored
 
     def _close(self, call: _Call) -> FinishedCall | None:
         del self.calls[call.linkedid]   # no live channel left, so none maps to it in _channel_call
@@ -194,6 +318,7 @@ class CallTracker:
             recordings=tuple(call.recordings),
             timeline=tuple(timeline),
             variables=hotline_vars,
+            closed_by=call.closed_by,
         )
 
 
@@ -266,6 +391,12 @@ def _connect(call: _Call, e: ev.AgentConnect) -> None:
 
 
 def _complete(call: _Call, e: ev.AgentComplete) -> None:
+    if call.answered_at is None:  # AgentConnect was missed (the AMI link was down): it was answered
+        call.answered_at = e.timestamp - (e.talk_time or 0)
+        call.seat, call.seat_interface = e.member_name, e.interface
+        call.hold_seconds = e.hold_time
+        call.queue = e.queue or call.queue
+        call.inbound = True
     if e.talk_time is not None:
         call.talk_seconds = (call.talk_seconds or 0) + e.talk_time
     call.note(e.timestamp, "completed", seat=e.member_name, talk=e.talk_time, reason=e.reason)

@@ -94,7 +94,7 @@ async def test_thirty_mixed_calls_end_to_end(pg_dsn, pg_pool, redis_client, node
     service = HotlineService(settings, pg_pool, redis_client)
     try:
         await service.start()
-        await asyncio.wait_for(service.ami.ready.wait(), 10)
+        await service.wait_ready(10)
         scripted = {}
         for caller, outcome in scripted_callers(random.Random(12345)):
             linkedid = await sim.place_call(caller)

@@ -63,6 +63,7 @@ def full_call(linkedid: str = "1700000000.101", node: str = "n1") -> FinishedCal
             TimelineEntry(1700000100.75, "hangup", {"cause": None, "outcome": "answered", "ratio": 0.1}),
         ),
         variables={"HOTLINE_QUEUE": "hotline-business", "HOTLINE_NOTE": "多行\r\n文本"},
+        closed_by="resync",
     )
 
 

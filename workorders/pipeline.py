@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 import asyncpg
 from asyncpg import exceptions as pgerr
@@ -59,14 +59,16 @@ class CallWriter:
         self.workers = workers
         self.write_timeout = write_timeout
         self.retry_cap = retry_cap
-        self._queue: asyncio.Queue[FinishedCall] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[FinishedCall, Callable[[], Awaitable[None]] | None]] = asyncio.Queue()
         self.written = 0
         self.failed: list[FinishedCall] = []
         self.in_flight = 0
         self.retries = 0
 
-    def submit(self, call: FinishedCall) -> None:
-        self._queue.put_nowait(call)
+    def submit(self, call: FinishedCall, committed: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Queue a call for writing; ``committed`` is awaited once it is in Postgres (e.g. the
+        journal's ack). A call held as failed never calls it, so its journal entry stays."""
+        self._queue.put_nowait((call, committed))
 
     @property
     def backlog(self) -> int:
@@ -85,10 +87,11 @@ class CallWriter:
 
     async def _worker(self) -> None:
         while True:
-            call = await self._queue.get()
+            call, committed = await self._queue.get()
             self.in_flight += 1
             try:
-                await self._write(call)
+                if await self._write(call) and committed is not None:
+                    await committed()
             except Exception:  # noqa: BLE001 - nothing may kill a worker; the call is held, not lost
                 log.exception("writer: call %s could not be handled; held in memory for an operator", call.linkedid)
                 self.failed.append(call)
@@ -96,7 +99,8 @@ class CallWriter:
                 self.in_flight -= 1
                 self._queue.task_done()
 
-    async def _write(self, call: FinishedCall) -> None:
+    async def _write(self, call: FinishedCall) -> bool:
+        """Write one call; True once it is committed (or was already), False if held as failed."""
         checks = await check_recordings(call.recordings, self.min_recording_seconds)
         attempt = failures = 0
         while True:
@@ -111,7 +115,7 @@ class CallWriter:
                 if failures >= MAX_DATA_FAILURES:
                     self.failed.append(call)
                     log.error("writer: call %s kept failing; held in memory for an operator: %r", call.linkedid, call)
-                    return
+                    return False
                 reason = f"{type(exc).__name__}: {exc}"
             delay = backoff_delay(attempt, base=0.2, cap=self.retry_cap)
             attempt += 1
@@ -124,3 +128,4 @@ class CallWriter:
                 self.on_written(call, result, checks)
             except Exception:  # noqa: BLE001 - a reporting failure must not stop the writer
                 log.exception("writer: on_written failed for %s", call.linkedid)
+        return True

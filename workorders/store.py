@@ -68,8 +68,8 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
 _INSERT_CALL = """
 INSERT INTO calls (node, linkedid, caller_number, caller_name, started_at, answered_at, ended_at,
     outcome, ivr_choice, queue, category, queue_position, seat, seat_interface, hold_seconds,
-    talk_seconds, hangup_cause, hangup_cause_text, variables, work_order_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20)
+    talk_seconds, hangup_cause, hangup_cause_text, variables, closed_by, work_order_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21)
 ON CONFLICT (node, linkedid) DO NOTHING
 RETURNING id
 """
@@ -153,7 +153,7 @@ def _call_values(call: FinishedCall) -> tuple:
         _ts(call.started_at), _ts(call.answered_at), _ts(call.ended_at), call.outcome,
         _text(call.ivr_choice), _text(call.queue), _text(call.category), call.queue_position,
         _text(call.seat), _text(call.seat_interface), call.hold_seconds, call.talk_seconds,
-        call.hangup_cause, _text(call.hangup_cause_text), _json(dict(call.variables)),
+        call.hangup_cause, _text(call.hangup_cause_text), _json(dict(call.variables)), call.closed_by,
     )
 
 
