@@ -113,10 +113,12 @@ class CallTracker:
 
     def feed(self, event: ev.AmiEvent) -> FinishedCall | None:
         """Apply one event; return the call it finished, if any."""
-        linkedid = event.linkedid
+        if event.name in _IGNORED:
+            return None
         if event.timestamp > self.last_at:
             self.last_at = event.timestamp
-        if not linkedid or event.name in _IGNORED:
+        linkedid = event.linkedid
+        if not linkedid:
             return None
         uid = event.uniqueid
         moved_out: FinishedCall | None = None

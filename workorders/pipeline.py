@@ -38,6 +38,7 @@ TRANSIENT = (
     pgerr.TransactionRollbackError,          # class 40: serialization failure, deadlock detected
     pgerr.LockNotAvailableError,             # 55P03
     pgerr.ReadOnlySQLTransactionError,       # 25006: a fail-over still pointing at a standby
+    pgerr.ObjectNotInPrerequisiteStateError,  # 55000: "database is not currently accepting connections"
 )
 MAX_DATA_FAILURES = 5
 

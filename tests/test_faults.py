@@ -1,0 +1,202 @@
+"""Faults with calls in flight, each really injected, each ending in the same assertion: every call
+the simulator placed has exactly one call row, with the outcome the simulator played.
+
+The scene (``Scene``): four seats that answer after 1 s and talk 20 s; four callers for the general
+queue (answered), three for the business queue, which has no seat (they give up after 15 s), then
+the fault while the answered calls talk and the others wait, then three more calls placed while the
+fault lasts. All times are simulated seconds at SPEED times real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from config.settings import QueueConfig, SeatConfig, Settings
+from hotline.service import HotlineService
+from telephony.simulator import PbxSimulator, ScriptedCaller, SeatBehaviour
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL
+from tests.support import PrivateRedis, free_port, wait_until
+
+pytestmark = pytest.mark.fault
+
+SPEED = 10.0
+SECRET = "fault-secret"
+
+
+def scene_settings(node_id: str, pg_dsn: str, recordings: Path, agi_port: int, ami_port: int,
+                   redis_url: str = REDIS_URL) -> Settings:
+    return Settings(
+        node_id=node_id, database_url=pg_dsn, redis_url=redis_url, recordings_dir=recordings,
+        agi={"listen_host": "127.0.0.1", "listen_port": agi_port},
+        ami={"host": "127.0.0.1", "port": ami_port, "secret": SECRET, "connect_timeout": 2, "action_timeout": 3},
+        queues=[QueueConfig(name="hotline-general", max_wait=600),
+                QueueConfig(name="hotline-business", purpose="business", category="business_environment", max_wait=600)],
+        seats=[SeatConfig(interface=f"PJSIP/80{i:02d}", name=f"Seat 80{i:02d}") for i in range(1, 5)],
+        lease_ttl=3.0,
+    )
+
+
+def simulator(settings: Settings, recordings: Path, agi_port: int, ami_port: int = 0) -> PbxSimulator:
+    sim = PbxSimulator(
+        username="hotline", secret=SECRET, agi_host="127.0.0.1", agi_port=agi_port, recordings_dir=recordings,
+        queues={q.name: {"strategy": "rrmemory", "timeout": 15, "retry": 1, "wrapuptime": 0} for q in settings.queues},
+        fallback_queue="hotline-general", speed=SPEED, ami_port=ami_port,
+    )
+    for seat in settings.seats:
+        sim.set_seat_behaviour(seat.interface, SeatBehaviour(answers=True, answer_after=1.0, talk=20.0))
+    return sim
+
+
+def answered_caller(i: int) -> ScriptedCaller:
+    return ScriptedCaller(number=f"1380000{i:04d}", name=f"市民{i}", dtmf="1", dtmf_delay=0.5)
+
+
+def abandoning_caller(i: int) -> ScriptedCaller:
+    return ScriptedCaller(number=f"1390000{i:04d}", name=f"市民{i}", dtmf="2", dtmf_delay=0.5, patience=15.0)
+
+
+@dataclass
+class Scene:
+    sim: PbxSimulator
+    placed: list[str] = field(default_factory=list)
+
+    async def place(self, callers) -> None:
+        for caller in callers:
+            self.placed.append(await self.sim.place_call(caller))
+            await asyncio.sleep(0.2 / SPEED)
+
+    async def first_wave(self) -> None:
+        await self.place([answered_caller(i) for i in range(4)] + [abandoning_caller(i) for i in range(3)])
+
+    async def second_wave(self) -> None:
+        await self.place([answered_caller(10 + i) for i in range(2)] + [abandoning_caller(10)])
+
+
+def talking_and_waiting(service: HotlineService) -> bool:
+    """All four answered calls are talking and the three business callers wait in the queue."""
+    calls = service.tracker.calls.values()
+    return (sum(c.answered_at is not None for c in calls) >= 4
+            and sum(c.joined and c.queue == "hotline-business" for c in calls) >= 3)
+
+
+async def rows_of(pg_dsn: str, node_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        return await conn.fetch("SELECT * FROM calls WHERE node = $1", node_id)
+    finally:
+        await conn.close()
+
+
+async def assert_each_call_once(pg_dsn: str, node_id: str, sim: PbxSimulator, placed: list[str]) -> list:
+    """The one assertion of every fault test; returns the rows."""
+    await sim.wait_idle(timeout=60)
+    await wait_until(lambda: _count(pg_dsn, node_id, len(placed)), 60, f"{len(placed)} call rows")
+    rows = await rows_of(pg_dsn, node_id)
+    assert sorted(r["linkedid"] for r in rows) == sorted(placed)   # one row each, none extra
+    by_id = {r["linkedid"]: r for r in rows}
+    for linkedid in placed:
+        played = sim.results[linkedid].outcome
+        assert by_id[linkedid]["outcome"] == played, (linkedid, played, dict(by_id[linkedid]))
+        assert by_id[linkedid]["work_order_id"] is not None
+    return rows
+
+
+async def _count(pg_dsn: str, node_id: str, want: int) -> bool:
+    return len(await rows_of(pg_dsn, node_id)) >= want
+
+
+@pytest.fixture
+async def rig(pg_dsn, pg_pool, node_id, tmp_path):
+    """Start a simulator and the service on the shared Redis; stop both at the end."""
+    started: list = []
+
+    async def start(redis_url: str = REDIS_URL):
+        agi_port = free_port()
+        settings = scene_settings(node_id, pg_dsn, tmp_path, agi_port, 5038, redis_url)
+        sim = simulator(settings, tmp_path, agi_port)
+        await sim.start()
+        settings = settings.model_copy(update={"ami": settings.ami.model_copy(
+            update={"port": sim.ami_port, "secret": SecretStr(SECRET)})})
+        redis = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
+        service = HotlineService(settings, pg_pool, redis)
+        started.append((sim, service, redis))
+        await service.start()
+        await service.wait_ready(15)
+        return sim, service
+
+    yield start
+    for sim, service, redis in started:
+        await service.stop()
+        await sim.stop()
+        await redis.aclose()
+
+
+async def test_ami_link_cut_mid_call(rig, pg_dsn, node_id):
+    sim, service = await rig()
+    scene = Scene(sim)
+    await scene.first_wave()
+    await wait_until(lambda: talking_and_waiting(service), 30, "calls talking and waiting")
+    logins = service.ami.connections
+    sim.drop_ami_links()
+    await scene.second_wave()                      # placed while the link is down or coming back
+    await wait_until(lambda: service.ami.connections > logins and service.ami.ready.is_set(), 15, "AMI relogin")
+    assert service.node.resyncs >= 2               # the login after the cut resynced
+    await assert_each_call_once(pg_dsn, node_id, sim, scene.placed)
+
+
+async def test_postgres_unavailable_mid_call(rig, pg_dsn, node_id):
+    sim, service = await rig()
+    scene = Scene(sim)
+    await scene.first_wave()
+    await wait_until(lambda: talking_and_waiting(service), 30, "calls talking and waiting")
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        # A real outage of this database: no new connection is accepted, every open one is cut.
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname)
+        await scene.second_wave()
+        # The answered calls end (20 s of talk) while Postgres refuses: they wait, retried.
+        # Long enough for more retries per call than a data error is allowed (MAX_DATA_FAILURES).
+        await wait_until(lambda: service.writer.retries >= 30 and service.writer.backlog >= 4, 60,
+                         "finished calls waiting for Postgres")
+        assert len(await service.node.journal.pending()) >= 4   # durable in the journal meanwhile
+    finally:
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    await assert_each_call_once(pg_dsn, node_id, sim, scene.placed)
+    assert service.writer.failed == []
+    await wait_until(lambda: _journal_empty(service), 10, "journal acknowledged")
+
+
+async def _journal_empty(service: HotlineService) -> bool:
+    return not await service.node.journal.pending()
+
+
+async def test_redis_stopped_mid_call(rig, pg_dsn, node_id, tmp_path):
+    redis = PrivateRedis(tmp_path)
+    await redis.start()
+    try:
+        sim, service = await rig(redis.url)
+        scene = Scene(sim)
+        await scene.first_wave()
+        await wait_until(lambda: talking_and_waiting(service), 30, "calls talking and waiting")
+        redis.kill()
+        await scene.second_wave()
+        await wait_until(lambda: not service.live.healthy, 15, "live views to notice Redis is down")
+        rows = await assert_each_call_once(pg_dsn, node_id, sim, scene.placed)
+        assert service.node.active.is_set()        # fail-open: the node was never given up
+        await redis.start()                        # Redis back: live views recover by themselves
+        await wait_until(lambda: service.live.healthy, 30, "live views to recover")
+        snapshot = await service.live.snapshot(max(r["started_at"] for r in rows).timestamp())
+        assert snapshot["today"]["offered"] >= 1
+    finally:
+        redis.kill()
+
