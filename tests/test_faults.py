@@ -97,7 +97,12 @@ async def rows_of(pg_dsn: str, node_id: str) -> list[asyncpg.Record]:
 async def assert_each_call_once(pg_dsn: str, node_id: str, sim: PbxSimulator, placed: list[str]) -> list:
     """The one assertion of every fault test; returns the rows."""
     await sim.wait_idle(timeout=60)
-    await wait_until(lambda: _count(pg_dsn, node_id, len(placed)), 60, f"{len(placed)} call rows")
+    try:
+        await wait_until(lambda: _count(pg_dsn, node_id, len(placed)), 30, f"{len(placed)} call rows")
+    except AssertionError:
+        written = {r["linkedid"] for r in await rows_of(pg_dsn, node_id)}
+        missing = [sim.results.get(lid) for lid in placed if lid not in written]
+        raise AssertionError(f"calls without a row: {missing}") from None
     rows = await rows_of(pg_dsn, node_id)
     assert sorted(r["linkedid"] for r in rows) == sorted(placed)   # one row each, none extra
     by_id = {r["linkedid"]: r for r in rows}

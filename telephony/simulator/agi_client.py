@@ -58,6 +58,9 @@ class AgiDialogue:
 
     async def run(self) -> str:
         """Run the session; the AGISTATUS it leaves."""
+        if self.call.core.agi_refused:  # as a refused connect: AGI() fails at once, the dialplan goes on
+            log.warning("simulator: FastAGI %s refused for %s (fault knob)", self.url, self.call.c2.name)
+            return "FAILURE"
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=MAX_LINE), CONNECT_TIMEOUT)

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
 
+from telephony.simulator import cel
+
 if TYPE_CHECKING:
     from telephony.simulator.calls import InboundCall
 
@@ -103,13 +105,32 @@ async def wait_key(call: InboundCall, seconds: float, accept: str | None) -> obj
     return None
 
 
-async def _play(call: InboundCall, files: str, escape: str, offset: int = 0) -> tuple[object, int]:
-    """Play ``files`` (``&``-separated); (key / None / HANGUP, sample position reached)."""
-    total = sum(sound_samples(f) for f in files.split("&") if f)
+async def _play(call: InboundCall, files: str, escape: str, offset: int = 0,
+                begins: bool = True) -> tuple[object, int]:
+    """Play ``files`` (``&``-separated) one after the other; (key / None / HANGUP, sample position).
+
+    Each file gets CEL STREAM_BEGIN (when played through ast_streamfile: ``begins``; STREAM FILE
+    and GET OPTION open the stream themselves and show only STREAM_END, as answered.ami) and
+    STREAM_END when it stops, whether it ended, a key stopped it or the caller hung up."""
+    names = [f for f in files.split("&") if f]
+    total = sum(sound_samples(f) for f in names)
     start = call.core.clock.now()
     if escape:
         call.keys.arm()
-    key = await wait_key(call, max(0, total - offset) / RATE, escape or "")
+    key: object = None
+    skip = max(0, offset)
+    for name in names:
+        length = sound_samples(name)
+        if skip >= length:
+            skip -= length
+            continue
+        if begins:
+            cel.stream(call.bus, call.c2, True, sound=name)
+        key = await wait_key(call, (length - skip) / RATE, escape or "")
+        skip = 0
+        cel.stream(call.bus, call.c2, False)
+        if key is not None:
+            break
     pos = total if key is None else min(total, offset + int((call.core.clock.now() - start) * RATE))
     return key, pos
 
@@ -121,7 +142,7 @@ async def answer(call: InboundCall, argv: list[str]) -> object:
 async def stream_file(call: InboundCall, argv: list[str]) -> object:
     if not 4 <= len(argv) <= 5:
         return USAGE
-    key, pos = await _play(call, argv[2], argv[3], _atoi(argv[4]) if len(argv) == 5 else 0)
+    key, pos = await _play(call, argv[2], argv[3], _atoi(argv[4]) if len(argv) == 5 else 0, begins=False)
     if key is HANGUP:
         return f"200 result=-1 endpos={pos}"
     call.set_var("PLAYBACKSTATUS", "SUCCESS")
@@ -131,7 +152,7 @@ async def stream_file(call: InboundCall, argv: list[str]) -> object:
 async def get_option(call: InboundCall, argv: list[str]) -> object:
     if not 4 <= len(argv) <= 5:
         return USAGE
-    key, pos = await _play(call, argv[2], argv[3])
+    key, pos = await _play(call, argv[2], argv[3], begins=False)
     if key is None and argv[3]:
         key = await wait_key(call, (_atoi(argv[4]) / 1000 if len(argv) == 5 else 5.0), argv[3])
     if key is HANGUP:
@@ -179,9 +200,8 @@ async def say_digits(call: InboundCall, argv: list[str]) -> object:
     number = argv[1].lower() == "number"
     if len(argv) not in ((4, 5) if number else (4,)) or (number and not re.fullmatch(r"-?\d+", argv[2])):
         return USAGE
-    if argv[3]:
-        call.keys.arm()
-    key = await wait_key(call, 0.6 * len(argv[2]), argv[3])
+    files = "&".join("digits/minus" if c == "-" else f"digits/{c}" for c in argv[2])
+    key, _ = await _play(call, files, argv[3])
     if key is HANGUP:
         return "200 result=-1"
     return f"200 result={ord(key) if isinstance(key, str) else 0}"
@@ -197,7 +217,12 @@ async def exec_app(call: InboundCall, argv: list[str]) -> object:
     app, data = argv[1].lower(), (argv[2] if len(argv) >= 3 else "")
     if app in ("playback", "background"):
         files = data.split(",")[0]
-        key, _ = await _play(call, files, "")
+        c2 = call.c2
+        saved, (c2.app, c2.appdata) = (c2.app, c2.appdata), (argv[1], data)  # the app runs on the channel
+        try:
+            key, _ = await _play(call, files, "")
+        finally:
+            c2.app, c2.appdata = saved
         return "200 result=-1" if key is HANGUP else "200 result=0"
     if app == "wait":
         try:

@@ -107,9 +107,11 @@ class AmiActions:
         items = []
         for chan in list(self.core.channels.live.values()):
             d = max(0, int(now - chan.created))
-            items.append([("Event", "CoreShowChannel"), *_aid(frame), *chan.fields(), ("BridgeId", chan.bridge_id),
-                          ("Application", chan.app), ("ApplicationData", chan.appdata),
-                          ("Duration", f"{d // 3600:02d}:{d % 3600 // 60:02d}:{d % 60:02d}")])
+            # action_coreshowchannels: the snapshot block, Application, ApplicationData, Duration, BridgeId
+            items.append([("Event", "CoreShowChannel"), *_aid(frame), *chan.fields(), ("Application", chan.app),
+                          ("ApplicationData", chan.appdata),
+                          ("Duration", f"{d // 3600:02d}:{d % 3600 // 60:02d}:{d % 60:02d}"),
+                          ("BridgeId", chan.bridge_id)])
         return self._list(frame, "Channels will follow", "CoreShowChannelsComplete", items)
 
     def _list(self, frame: Frame, message: str, complete: str, items: list[Headers]) -> list[Headers]:

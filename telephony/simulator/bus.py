@@ -19,8 +19,8 @@ from telephony.simulator.clock import SimClock
 
 log = logging.getLogger("hotline.simulator.bus")
 
-CALL, DIALPLAN, AGENT, AGI, DTMF, SYSTEM, SECURITY = (
-    "call,all", "dialplan,all", "agent,all", "agi,all", "dtmf,all", "system,all", "security,all")
+CALL, DIALPLAN, AGENT, AGI, DTMF, SYSTEM, SECURITY, CDR = (
+    "call,all", "dialplan,all", "agent,all", "agi,all", "dtmf,all", "system,all", "security,all", "cdr,all")
 
 
 class Sink(Protocol):
@@ -34,8 +34,18 @@ class EventBus:
         self.clock = clock
         self.sinks: set[Sink] = set()
         self._held: list[tuple[str, bytes]] | None = None
+        self.bridges: dict[str, list] = {}  # bridge id -> channels in it (for the CEL Peer field)
+        self.silent = False  # a crashed Asterisk says nothing more
+
+    def silence(self) -> None:
+        """From now on every event is dropped (the simulated Asterisk is going down)."""
+        self.silent = True
+        self.sinks.clear()
+        self._held = None
 
     def emit(self, name: str, privilege: str, fields: Iterable[tuple[str, object]] = ()) -> None:
+        if self.silent:
+            return
         headers = [("Event", name), ("Privilege", privilege), ("Timestamp", self.clock.stamp()), *fields]
         try:
             data = encode_frame(headers)

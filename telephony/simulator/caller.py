@@ -42,10 +42,11 @@ class ScriptedCaller:
 class SimCallResult:
     linkedid: str
     caller_number: str
-    outcome: str  # answered | abandoned | queue_timeout | ivr_hangup (| no_queue | error)
+    outcome: str  # answered | abandoned | queue_timeout | ivr_hangup (| no_queue | error | pbx_restart)
     seat_name: str | None
     recording_path: Path | None
     queue: str | None
+    answered: bool = False  # a seat answered (also kept when a PBX restart killed the call)
 
 
 class Keypad:

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from telephony.simulator import cel
 from telephony.simulator import chanevents as ev
 from telephony.simulator.agi_client import AgiDialogue
 from telephony.simulator.bus import CALL
@@ -26,6 +27,7 @@ from telephony.simulator.caller import Keypad, ScriptedCaller, SimCallResult
 from telephony.simulator.channels import UP, Channel
 from telephony.simulator.queue import DEVICE_STATES
 from telephony.simulator.queue_app import QueueApp
+from telephony.simulator.seat_legs import DialAttempt
 from telephony.simulator.wav import finish_file, start_file
 
 if TYPE_CHECKING:
@@ -55,9 +57,13 @@ class InboundCall:
         self._patience: asyncio.TimerHandle | None = None
         self.outcome = "error"
         self.seat_name: str | None = None
+        self.connected = False  # a seat answered
         self.queue: str | None = None
         self.recording: Path | None = None
         self._rec_start = 0.0
+        self.answered_at = self.c2.created
+        self.dials: list[DialAttempt] = []  # the ;2's CDR records: one per seat dialled
+        self.abort_outcome = "cancelled"      # the outcome recorded if the task is cancelled
 
     # the citizen
 
@@ -80,7 +86,29 @@ class InboundCall:
         """The Hangup of ;1 after a citizen hang-up, where the captures show it."""
         if self._citizen_hangup_pending:
             self._citizen_hangup_pending = False
+            self.c1.hangup_source = "dialplan/builtin"  # the citizen's dialplan ran Hangup()
+            self._c1_cdr("Hangup", "")
             ev.hangup(self.bus, self.core.channels, self.c1)
+
+    def _c1_cdr(self, app: str, data: str) -> None:
+        c1 = self.c1
+        cel.cdr(self.bus, c1, dest=c1.exten, dest_context=c1.context, last_app=app, last_data=data,
+                start=c1.created, answer=self.answered_at, end=self.core.clock.now())
+
+    def _c2_cdrs(self, app: str, data: str) -> None:
+        """The ;2's CDR records: one per seat dialled (NO ANSWER, or ANSWERED for the one that
+        connected, which runs to the hang-up), or one ANSWERED record if no seat was dialled."""
+        c2, now = self.c2, self.core.clock.now()
+        if not self.dials:
+            cel.cdr(self.bus, c2, dest=c2.exten, dest_context=c2.context, last_app=app, last_data=data,
+                    start=c2.created, answer=self.answered_at, end=now)
+            return
+        for n, dial in enumerate(self.dials):
+            start = c2.created if n == 0 else dial.start
+            end = now if dial.answered or dial.end is None else dial.end
+            cel.cdr(self.bus, c2, dest=c2.exten, dest_context=c2.context, dest_channel=dial.out.name,
+                    last_app=app, last_data=data, start=start, answer=max(start, self.answered_at), end=end,
+                    disposition="ANSWERED" if dial.answered else "NO ANSWER")
 
     def hangup_by_pbx(self) -> None:
         """AGI HANGUP (or EXEC Hangup): the ;2 side is hung up; the dialplan ends."""
@@ -130,7 +158,7 @@ class InboundCall:
         try:
             await self._script()
         except asyncio.CancelledError:
-            self.outcome = "cancelled"
+            self.outcome = self.abort_outcome
             raise
         except Exception:  # noqa: BLE001 - one call's bug must not kill the others
             log.exception("simulator: call %s failed", self.linkedid)
@@ -142,7 +170,7 @@ class InboundCall:
                 self._patience.cancel()
             self.keys.cancel()
             self.on_done(SimCallResult(self.linkedid, self.caller.number, self.outcome, self.seat_name,
-                                       self.recording, self.queue))
+                                       self.recording, self.queue, self.connected))
 
     async def _script(self) -> None:
         self._ring_in()
@@ -159,9 +187,9 @@ class InboundCall:
             self.outcome = "ivr_hangup"
             await self._end()
             return
-        queue = c2.variables.get("HOTLINE_QUEUE") or self.core.config.fallback_queue
-        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
         ev.newexten(self.bus, c2, "GotoIf", "0?done", priority=5)
+        queue = self._route()
+        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
         await self._mixmonitor()
         if self.dead.is_set():
             self.outcome = "ivr_hangup"
@@ -179,6 +207,20 @@ class InboundCall:
         self.seat_name = app.seat_name
         await self._end()
 
+    def _route(self) -> str:
+        """The queue, as the generated dialplan picks it: HOTLINE_QUEUE if it names a configured
+        queue, else (empty, failed or refused IVR, unknown name) the default queue and category."""
+        c2, cfg = self.c2, self.core.config
+        queue = c2.variables.get("HOTLINE_QUEUE") or ""
+        if queue in self.core.queues:
+            return queue
+        ev.newexten(self.bus, c2, "Set", f"HOTLINE_QUEUE={cfg.fallback_queue}")
+        ev.varset(self.bus, c2, "HOTLINE_QUEUE", cfg.fallback_queue)
+        if cfg.fallback_category:
+            ev.newexten(self.bus, c2, "Set", f"HOTLINE_CATEGORY={cfg.fallback_category}")
+            ev.varset(self.bus, c2, "HOTLINE_CATEGORY", cfg.fallback_category)
+        return cfg.fallback_queue
+
     def _ring_in(self) -> None:
         """The call arrives and is answered (the Originate-like start of every capture)."""
         bus, c1, c2, num, name = self.bus, self.c1, self.c2, self.caller.number, self.caller.name
@@ -186,6 +228,7 @@ class InboundCall:
         ev.newchannel(bus, c1)
         ev.newchannel(bus, c2)
         ev.newexten(bus, c1, "AppDial2", "(Outgoing Line)")
+        c1.dial_app, c1.ani = ("AppDial2", "(Outgoing Line)"), num
         ev.newcallerid(bus, c1, num, name)
         ev.newconnectedline(bus, c1, num, name)
         c2.conn_num, c2.conn_name = num, name
@@ -199,6 +242,7 @@ class InboundCall:
         ev.newstate(bus, c1, UP)
         ev.dial_end(bus, None, c1, "ANSWER")
         ev.newexten(bus, c1, "Answer", "", context="caller-bot", exten="s", priority=1)
+        self.answered_at = self.core.clock.now()
         if self.caller.patience is not None:
             loop = asyncio.get_running_loop()
             self._patience = loop.call_later(self.core.clock.real(self.caller.patience), self.citizen_hangs_up)
@@ -222,6 +266,7 @@ class InboundCall:
         bus, c1, c2 = self.bus, self.c1, self.c2
         self.flush_citizen_hangup()
         saved = (c2.context, c2.exten, c2.priority)
+        last_app = (c2.app, c2.appdata)
         ev.hangup_request(bus, c2, soft=True)
         ev.hangup_handler(bus, c2, run=True)
         ev.varset(bus, c2, "LOCAL(ARGC)", "0")
@@ -230,17 +275,22 @@ class InboundCall:
         ev.varset(bus, c2, "ARGC", "")
         ev.varset(bus, c2, "GOSUB_RETVAL", "")
         c2.context, c2.exten, c2.priority = saved
-        if not c1.gone:
+        c1_at_end = not c1.gone
+        if c1_at_end:
             ev.hangup_request(bus, c1)
             ev.hangup_request(bus, c1, soft=True)
-            ev.hangup(bus, self.core.channels, c1)
+            self._c1_cdr("Wait", f"{self.caller.patience:g}" if self.caller.patience is not None else "")
+            ev.hangup(bus, self.core.channels, c1, device_state=False)
         if self.recording is not None:
             seconds = self.core.clock.now() - self._rec_start
             try:
                 await asyncio.to_thread(finish_file, self.recording, seconds)
             except OSError as exc:
                 log.warning("simulator: cannot write recording %s: %s", self.recording, exc)
+        self._c2_cdrs(*last_app)
         ev.hangup(bus, self.core.channels, c2)
+        if c1_at_end:  # both halves' device states come out once the ;2 is gone (as answered.ami)
+            ev.local_released(bus, self.core.channels, c1)
 
     def _emergency_hangup(self) -> None:
         """After a bug: hang up what is left so the service does not wait for ever."""

@@ -6,17 +6,25 @@ emits, so the event shows the channel as Asterisk would at that moment.
 
 from __future__ import annotations
 
+from telephony.simulator import cel
 from telephony.simulator.bus import CALL, DIALPLAN, DTMF, EventBus
-from telephony.simulator.channels import CAUSE_TEXT, Channel, ChannelRegistry
+from telephony.simulator.channels import CAUSE_TEXT, UP, Channel, ChannelRegistry
+from telephony.simulator.queue import INUSE, NOT_INUSE
 
 
 def newchannel(bus: EventBus, ch: Channel) -> None:
+    cel.cel(bus, ch, "CHAN_START")
     bus.emit("Newchannel", CALL, ch.fields())
 
 
 def newstate(bus: EventBus, ch: Channel, state: int) -> None:
+    if state == UP and ch.state != UP:
+        cel.cel(bus, ch, "ANSWER")
     ch.state = state
     bus.emit("Newstate", CALL, ch.fields())
+    device = cel.local_device(ch)
+    if device is not None:  # a Local channel's state change republishes its device (not cached)
+        cel.device_state(bus, device, INUSE)
 
 
 def newcallerid(bus: EventBus, ch: Channel, num: str, name: str) -> None:
@@ -54,11 +62,23 @@ def hangup_request(bus: EventBus, ch: Channel, cause: int = 16, soft: bool = Fal
     bus.emit("SoftHangupRequest" if soft else "HangupRequest", CALL, [*ch.fields(), ("Cause", str(cause))])
 
 
-def hangup(bus: EventBus, registry: ChannelRegistry, ch: Channel, cause: int = 16) -> None:
+def hangup(bus: EventBus, registry: ChannelRegistry, ch: Channel, cause: int = 16,
+           device_state: bool = True) -> None:
+    """CEL HANGUP, CHAN_END (LINKEDID_END for the last channel of the call), then Hangup; a Local
+    channel's device is published after (unless the caller does it later: ``device_state``)."""
     if ch.gone:
         return
     registry.forget(ch)
+    cel.hangup_cels(bus, ch, cause, not registry.linkedid_live(ch.linkedid))
     bus.emit("Hangup", CALL, [*ch.fields(), ("Cause", str(cause)), ("Cause-txt", CAUSE_TEXT.get(cause, "Unknown"))])
+    if device_state:
+        local_released(bus, registry, ch)
+
+
+def local_released(bus: EventBus, registry: ChannelRegistry, ch: Channel) -> None:
+    device = cel.local_device(ch)
+    if device is not None:
+        cel.device_state(bus, device, INUSE if registry.local_in_use(device) else NOT_INUSE)
 
 
 def local_bridge(bus: EventBus, one: Channel, two: Channel, optimize: bool) -> None:
@@ -79,9 +99,11 @@ def dial_end(bus: EventBus, caller: Channel | None, dest: Channel, status: str) 
 def dtmf(bus: EventBus, ch: Channel, digit: str) -> None:
     bus.emit("DTMFBegin", DTMF, [*ch.fields(), ("Digit", digit), ("Direction", "Received")])
     bus.emit("DTMFEnd", DTMF, [*ch.fields(), ("Digit", digit), ("DurationMs", "100"), ("Direction", "Received")])
+    cel.cel(bus, ch, "DTMF", cel.extra_json(digit=digit, duration_ms=100))
 
 
 def moh(bus: EventBus, ch: Channel, start: bool) -> None:
+    cel.stream(bus, ch, start, moh_class="default")
     if start:
         bus.emit("MusicOnHoldStart", CALL, [*ch.fields(), ("Class", "default")])
     else:
@@ -97,4 +119,24 @@ def bridge_event(bus: EventBus, name: str, bridge_id: str, count: int, ch: Chann
               ("BridgeVideoSourceMode", "none")]
     if ch is not None:
         fields += ch.fields()
+        _bridge_cel(bus, name, bridge_id, ch)
+    elif name == "BridgeDestroy":
+        bus.bridges.pop(bridge_id, None)
     bus.emit(name, CALL, fields)
+
+
+def _bridge_cel(bus: EventBus, name: str, bridge_id: str, ch: Channel) -> None:
+    """BRIDGE_ENTER / BRIDGE_EXIT; Peer: the other channels in the bridge at that moment."""
+    inside = bus.bridges.setdefault(bridge_id, [])
+    if ch in inside:
+        inside.remove(ch)
+    peer = ",".join(c.name for c in inside)
+    extra = cel.extra_json(bridge_id=bridge_id, bridge_technology="simple_bridge")
+    if name == "BridgeEnter":
+        cel.cel(bus, ch, "BRIDGE_ENTER", extra, peer)
+        inside.append(ch)
+    elif name == "BridgeLeave":
+        cel.cel(bus, ch, "BRIDGE_EXIT", extra, peer)
+        ch.bridge_id = ""
+        if not inside:
+            bus.bridges.pop(bridge_id, None)

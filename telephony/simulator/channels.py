@@ -42,6 +42,11 @@ class Channel:
     app: str = ""
     appdata: str = ""
     bridge_id: str = ""
+    ani: str = ""                               # CEL CallerIDani (set on the outgoing half)
+    dial_app: tuple[str, str] | None = None     # the app CEL shows for an outgoing Local ;1
+    runs_pbx: bool = False                      # runs dialplan: CEL shows no app once hung up
+    hangup_source: str = ""                     # CEL HANGUP Extra
+    dial_status: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     owner: object | None = None  # the call script that drives it (for the Hangup action)
     gone: bool = False
@@ -99,7 +104,7 @@ class ChannelRegistry:
         now = self.clock.now()
         uid1 = self._uniqueid()
         one = Channel(f"{base};1", uid1, linkedid or uid1, DOWN, context, exten, now)
-        two = Channel(f"{base};2", self._uniqueid(), linkedid or uid1, RING, context, exten, now)
+        two = Channel(f"{base};2", self._uniqueid(), linkedid or uid1, RING, context, exten, now, runs_pbx=True)
         return self._add(one), self._add(two)
 
     def device(self, interface: str, linkedid: str | None, context: str, exten: str) -> Channel:
@@ -108,6 +113,15 @@ class ChannelRegistry:
         self._tech_seq[tech] += 1
         uid = self._uniqueid()
         return self._add(Channel(name, uid, linkedid or uid, DOWN, context, exten, self.clock.now()))
+
+    def local_in_use(self, device: str) -> bool:
+        """A Local device is in use while a pair of that name has both halves up (local_devicestate:
+        the ;1 owner and the ;2 caretaker running its dialplan)."""
+        prefix = device + "-"
+        return any(n.startswith(prefix) and n.endswith(";1") and n[:-1] + "2" in self.live for n in self.live)
+
+    def linkedid_live(self, linkedid: str) -> bool:
+        return any(c.linkedid == linkedid for c in self.live.values())
 
     def forget(self, chan: Channel) -> None:
         chan.gone = True

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from telephony.simulator import cel
 from telephony.simulator.bus import AGENT, EventBus
 from telephony.simulator.channels import ChannelRegistry
 from telephony.simulator.clock import SimClock
-from telephony.simulator.queue import (INVALID, MAX_MEMBERS, NOT_INUSE, UNAVAILABLE, UNKNOWN, CallQueue,
-                                       DeviceTable, Member, device_name)
+from telephony.simulator.queue import (BUSY, INUSE, INVALID, MAX_MEMBERS, NOT_INUSE, ONHOLD, RINGING, RINGINUSE,
+                                       UNAVAILABLE, UNKNOWN, CallQueue, DeviceTable, Member, device_name)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SimConfig:
     recordings_dir: Path
     queues: Mapping[str, Mapping[str, object]]
     fallback_queue: str
+    fallback_category: str | None = None
 
 
 class PbxCore:
@@ -58,6 +60,8 @@ class PbxCore:
         self.astdb: dict[str, str] = {}
         self.started = clock.now()
         self.started_wall = time.time()
+        self.agi_refused = False  # fault knob: FastAGI connections fail (PbxSimulator.refuse_agi)
+        self.published: dict[str, int] = {}  # cached device states of app_queue (Queue:...) last published
 
     # seats
 
@@ -94,13 +98,52 @@ class PbxCore:
         return not (wrap and last is not None and self.clock.now() - last < wrap)
 
     def set_device_state(self, device: str, status: int) -> None:
-        """Change a device's state; members that follow it get QueueMemberStatus."""
+        """Change a device's state; members that follow it get QueueMemberStatus.
+
+        DeviceStateChange is published on change for devices other than Local ones (whose
+        channels publish it themselves, see cel.py); queues of the members that follow the
+        device then republish ``Queue:<q>_avail`` if it changed."""
         dev = device_name(device)
-        before = {id(m): self.member_status(m) for _, m in self.members_following(dev)}
+        following = self.members_following(dev)
+        before = {id(m): self.member_status(m) for _, m in following}
+        old = self.devices.status(dev)
         self.devices.states[dev] = status
-        for queue, member in self.members_following(dev):
+        if old != status and not dev.lower().startswith("local/"):
+            cel.device_state(self.bus, dev, status)
+        for queue, member in following:
             if before[id(member)] != status:
                 self.bus.emit("QueueMemberStatus", AGENT, member.event_fields(status, queue.ringinuse))
+        for queue in {id(q): q for q, _ in following}.values():
+            self.publish_avail(queue)
+
+    # app_queue's own device states (cached: published on change only)
+
+    def _publish(self, device: str, state: int) -> None:
+        if self.published.get(device) != state:
+            self.published[device] = state
+            cel.device_state(self.bus, device, state)
+
+    def asterisk_available(self, queue: CallQueue, member: Member) -> bool:
+        """app_queue's is_member_available: device state, pause, wrap-up (not our own ring count)."""
+        status = self.member_status(member)
+        busy = status in (INUSE, BUSY, RINGING, RINGINUSE, ONHOLD)
+        ok = status in (NOT_INUSE, UNKNOWN) or (busy and queue.ringinuse)
+        available = ok and not member.paused
+        wrap = member.wrapuptime or queue.wrapuptime
+        if member.last_call and wrap and self.clock.now() - wrap < member.last_call:
+            available = False
+        return available
+
+    def publish_avail(self, queue: CallQueue) -> None:
+        free = any(self.asterisk_available(queue, m) for m in queue.members.values())
+        self._publish(f"Queue:{queue.name}_avail", NOT_INUSE if free else INUSE)
+
+    def publish_pause(self, queue: CallQueue, member: Member, paused: bool) -> None:
+        self._publish(f"Queue:{queue.name}_pause_{member.interface}", INUSE if paused else NOT_INUSE)
+
+    def publish_callers(self, queue: CallQueue) -> None:
+        """``Queue:<q>`` rings while callers wait (join_queue / leave_queue)."""
+        self._publish(f"Queue:{queue.name}", RINGING if queue.entries else NOT_INUSE)
 
     def members_following(self, dev: str) -> list[tuple[CallQueue, Member]]:
         return [(q, m) for q in self.queues.values() for m in q.members.values()
@@ -136,7 +179,9 @@ class PbxCore:
         member = Member(queue_name, interface, name or interface, state_interface or interface, penalty, paused,
                         reason if paused else "", now, last_pause=now if paused else 0, wrapuptime=wrapuptime)
         queue.members[interface] = member
+        self.publish_pause(queue, member, paused)
         self._member_event("QueueMemberAdded", queue, member)
+        self.publish_avail(queue)
         return None
 
     def remove_member(self, queue_name: str, interface: str) -> str | None:
@@ -147,6 +192,9 @@ class PbxCore:
         if member is None:
             return "Unable to remove interface: Not there"
         self._member_event("QueueMemberRemoved", queue, member)
+        self.publish_pause(queue, member, False)
+        self.published.pop(f"Queue:{queue.name}_pause_{member.interface}", None)
+        self.publish_avail(queue)
         return None
 
     def pause_member(self, interface: str, paused: bool, reason: str, queue_name: str | None) -> bool:
@@ -163,6 +211,8 @@ class PbxCore:
             member.paused_reason = reason if paused else ""
             if paused:
                 member.last_pause = int(self.clock.now())
+            self.publish_pause(queue, member, paused)
+            self.publish_avail(queue)
             self._member_event("QueueMemberPause", queue, member)
         return found
 

@@ -3,9 +3,17 @@
 How this works: ``start`` builds the core (queues, channels, event bus) on a sim clock and
 opens the AMI server. ``place_call`` creates the two Local channels of a citizen's call and
 runs its script (calls.py) as a task; each task records a SimCallResult when it ends. Every
-task is independent: an exception in one is logged and ends that call only. ``stop`` cancels
-what still runs and closes the server; ``start`` after ``stop`` is an Asterisk restart: same
-port, new CoreStartupTime, no members, no calls, sim time going on from where it was.
+task is independent: an exception in one is logged and ends that call only.
+
+Fault knobs (all public): ``drop_ami_links`` cuts every AMI connection abruptly, calls go on;
+``restart`` (or ``stop`` then ``start``) is an Asterisk crash and restart: the event bus goes
+silent first, so the old connections get no Hangup for the calls that vanish, whose results are
+recorded with outcome ``pbx_restart`` (keeping the seat, queue and ``answered`` they reached);
+the new boot has the same port, a new CoreStartupDate/Time, no members and no channels, sim
+time going on from where it was (plus the second a restart takes). ``refuse_agi(True)`` makes
+FastAGI unreachable: AGI() fails at once (AGISTATUS=FAILURE) and the call goes to the default
+queue, as the generated dialplan routes it. Slow seats: ``set_seat_behaviour`` with
+``SeatBehaviour(answer_after=...)``.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ class PbxSimulator:
     def __init__(self, *, username: str, secret: str, agi_host: str = "127.0.0.1", agi_port: int = 4573,
                  recordings_dir: Path | str, queues: Mapping[str, Mapping[str, object]],
                  fallback_queue: str = "hotline-general", speed: float = 1.0,
-                 ami_host: str = "127.0.0.1", ami_port: int = 0) -> None:
+                 ami_host: str = "127.0.0.1", ami_port: int = 0, fallback_category: str | None = None) -> None:
         if not speed > 0:
             raise ValueError("speed must be > 0")
         for name, conf in queues.items():
             CallQueue(name, conf)  # fail early on a bad queue definition
         self.config = SimConfig(username, secret, agi_host, int(agi_port), Path(recordings_dir),
-                                {name: dict(conf) for name, conf in queues.items()}, fallback_queue)
+                                {name: dict(conf) for name, conf in queues.items()}, fallback_queue,
+                                fallback_category)
         self.speed = float(speed)
         self.ami_host = ami_host
         self._port = int(ami_port)
@@ -47,6 +56,8 @@ class PbxSimulator:
         self._server: AmiServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._sim_time: float | None = None
+        self._agi_refused = False
+        self._calls: set[InboundCall] = set()
 
     @property
     def ami_port(self) -> int:
@@ -59,8 +70,10 @@ class PbxSimulator:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("simulator already started")
-        clock = SimClock(self.speed, self._sim_time)
+        # a restart takes at least a second: the new boot's CoreStartupTime differs from the old one
+        clock = SimClock(self.speed, None if self._sim_time is None else self._sim_time + 1.0)
         self.core = PbxCore(clock, self.config, self.seats)
+        self.core.agi_refused = self._agi_refused
         server = AmiServer(self.core, self._tasks, self.ami_host, self._port)
         self._port = await server.start()
         self._server = server
@@ -80,7 +93,9 @@ class PbxSimulator:
         call = InboundCall(self.core, caller, self._record)
         task = asyncio.ensure_future(call.run())
         self._tasks.add(task)
+        self._calls.add(call)
         task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda _t: self._calls.discard(call))
         return call.linkedid
 
     def _record(self, result: SimCallResult) -> None:
@@ -98,12 +113,30 @@ class PbxSimulator:
                 await asyncio.wait(set(self._tasks))
         await asyncio.wait_for(idle(), timeout)
 
+    def refuse_agi(self, refused: bool = True) -> None:
+        """Fault knob: FastAGI unreachable (True) or reachable again (False), for calls from now on."""
+        self._agi_refused = bool(refused)
+        if self.core is not None:
+            self.core.agi_refused = self._agi_refused
+
+    async def restart(self) -> None:
+        """Fault knob: an Asterisk crash and restart (see the module docstring)."""
+        await self.stop()
+        await self.start()
+
     def drop_ami_links(self) -> None:
         """Fault knob: cut every AMI TCP connection abruptly; calls go on."""
         if self._server is not None:
             self._server.drop_links()
 
     async def stop(self) -> None:
+        """Asterisk goes down: not one more event, links cut, every call ends (``pbx_restart``)."""
+        if self.core is not None:
+            self.core.bus.silence()
+        if self._server is not None:
+            self._server.drop_links()
+        for call in self._calls:
+            call.abort_outcome = "pbx_restart"
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

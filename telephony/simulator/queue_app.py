@@ -90,6 +90,7 @@ class QueueApp:
         self.joined = self.clock.now()
         self.entry = Entry(self.call, prio, self.joined)
         position = q.join(self.entry)
+        self.core.publish_callers(q)
         self._queue_event("QueueCallerJoin", [("Position", str(position)), ("Count", str(len(q.entries)))])
         ev.moh(self.bus, c2, start=True)
         expire = self.joined + (min(max_wait, MAX_QUEUE_WAIT) if max_wait > 0 else MAX_QUEUE_WAIT)
@@ -100,6 +101,7 @@ class QueueApp:
                 self._drop(leg, "CANCEL")
             if self.entry in q.entries:
                 q.entries.remove(self.entry)
+                self.core.publish_callers(q)
 
     async def _distribute(self, expire: float) -> str:
         q, gone = self.q, self.call.gone
@@ -140,7 +142,9 @@ class QueueApp:
         if self.q.timeout > 0:
             ring_to = min(ring_to, self.q.timeout)
         for member in members:
-            self.legs.append(seat_legs.dial(self.core, self.call, member, self.name))
+            leg = seat_legs.dial(self.core, self.call, member, self.name)
+            self.legs.append(leg)
+            self.call.dials.append(leg.cdr)
             self.q.rang(self.entry, member)
         answering = [leg for leg in self.legs if leg.answer_at is not None and leg.answer_at - now <= ring_to]
         first = min(answering, key=lambda leg: leg.answer_at or 0.0) if answering else None
@@ -165,6 +169,8 @@ class QueueApp:
         """A leg that rang and is abandoned: DialEnd, its channels hang up, the seat is free."""
         if leg in self.legs:
             self.legs.remove(leg)
+        leg.cdr.end = self.clock.now()
+        self.call.c2.dial_status = status
         ev.dial_end(self.bus, self.call.c2, leg.out, status)
         seat_legs.hang_up(self.core, leg, cause)
         self.core.release(leg.member.interface)
@@ -186,6 +192,8 @@ class QueueApp:
         answered_at = leg.answer_at if leg.answer_at is not None else self.clock.now()
         hold, ring = _secs(answered_at - self.joined), _secs(answered_at - leg.started)
         seat_legs.answer(self.core, c2, leg)
+        leg.cdr.answered, leg.connected_at, c2.dial_status = True, answered_at, "ANSWER"
+        call.connected, call.seat_name = True, member.name  # kept even if a PBX restart kills the call
         ev.moh(bus, c2, start=False)
         member_vars = [("MEMBERINTERFACE", member.interface), ("MEMBERNAME", member.name),
                        ("MEMBERCALLS", str(member.calls_taken)), ("MEMBERLASTCALL", str(member.last_call)),
@@ -198,6 +206,7 @@ class QueueApp:
         q.record_hold(hold)
         self.core.set_device_state(member.interface, INUSE)
         position, count = q.leave(self.entry)
+        self.core.publish_callers(q)
         self._queue_event("QueueCallerLeave", [("Position", str(position)), ("Count", str(count))])
         self._vars(c2, [("QUEUEPOSITION", str(position)), *self._durations()[:2]])
         member.in_call = True
@@ -259,20 +268,26 @@ class QueueApp:
             ev.newexten(bus, far, "Hangup", "", priority=5)
             ev.hangup_request(bus, far, soft=True)
             ev.hangup_request(bus, out)
-            ev.hangup(bus, chans, far)
+            far.hangup_source = "dialplan/builtin"
+            seat_legs.far_cdr(self.core, leg, "Hangup", "")
+            ev.hangup(bus, chans, far, device_state=False)
         else:
             ev.bridge_event(bus, "BridgeLeave", bridge, 1, out)
             ev.hangup(bus, chans, out)
         self._seat_done(leg, hold, talk, "agent")
         if far is not None:
+            ev.local_released(bus, chans, far)
+        if far is not None:
             ev.varset(bus, out, "BRIDGEPEER", "")
         ev.varset(bus, c2, "BRIDGEPEER", "")
         if far is not None:
             ev.bridge_event(bus, "BridgeLeave", bridge, 1, out)
-            ev.hangup(bus, chans, out)
+            ev.hangup(bus, chans, out, device_state=False)
         ev.bridge_event(bus, "BridgeLeave", bridge, 0, c2)
         self._vars(c2, [*self.q.variables(), *self._durations(self.talked)[4:], *self._durations()[2:4]])
         ev.bridge_event(bus, "BridgeDestroy", bridge, 0)
+        if far is not None:
+            ev.local_released(bus, chans, out)
 
     def _caller_ends(self, leg: RingLeg, bridge: str, hold: int, talk: int) -> None:
         bus, c2, out = self.bus, self.call.c2, leg.out
@@ -335,5 +350,6 @@ class QueueApp:
 
     def _leave(self) -> None:
         position, count = self.q.leave(self.entry)
+        self.core.publish_callers(self.q)
         self._queue_event("QueueCallerLeave", [("Position", str(position)), ("Count", str(count))])
         ev.varset(self.bus, self.call.c2, "QUEUEPOSITION", str(position))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from telephony.simulator import cel
 from telephony.simulator import chanevents as ev
 from telephony.simulator.bus import AGENT, EventBus
 from telephony.simulator.channels import RINGING, UP, Channel
@@ -22,6 +23,15 @@ if TYPE_CHECKING:
     from telephony.simulator.core import PbxCore
 
 
+class DialAttempt:
+    """One seat dialled by Queue(): a CDR record of the ;2 (NO ANSWER unless it connected)."""
+
+    def __init__(self, out: Channel, start: float) -> None:
+        self.out, self.start = out, start
+        self.end: float | None = None
+        self.answered = False
+
+
 @dataclass(eq=False)
 class RingLeg:
     member: Member
@@ -30,6 +40,8 @@ class RingLeg:
     behaviour: SeatBehaviour
     started: float
     answer_at: float | None  # sim time the seat answers; None: it does not
+    cdr: DialAttempt         # the caller's CDR record of this leg
+    connected_at: float | None = None
 
 
 def agent_event(bus: EventBus, caller: Channel, queue: str, name: str, member: Member, out: Channel,
@@ -53,6 +65,7 @@ def dial(core: PbxCore, call: InboundCall, member: Member, queue: str) -> RingLe
         ev.newchannel(bus, far)
         out.cid_num, out.cid_name = c2.cid_num, c2.cid_name
         ev.newexten(bus, out, "AppQueue", "(Outgoing Line)")
+        out.ani = c2.cid_num
         ev.newcallerid(bus, out, c2.cid_num, c2.cid_name)
         ev.varset(bus, out, "DIALEDPEERNUMBER", spec)
         ev.varset(bus, far, "DIALEDPEERNUMBER", spec)
@@ -64,6 +77,7 @@ def dial(core: PbxCore, call: InboundCall, member: Member, queue: str) -> RingLe
     else:
         out = chans.device(iface, call.linkedid, "default", "s")
         ev.newchannel(bus, out)
+        out.ani = c2.cid_num
         ev.newcallerid(bus, out, c2.cid_num, c2.cid_name)
         ev.varset(bus, out, "DIALEDPEERNUMBER", iface.split("/", 1)[-1])
     out.owner = call
@@ -84,7 +98,7 @@ def dial(core: PbxCore, call: InboundCall, member: Member, queue: str) -> RingLe
             ev.newstate(bus, far, RINGING)
         ev.newstate(bus, out, RINGING)
         core.set_device_state(iface, DEVICE_RINGING)
-    return RingLeg(member, out, far, behaviour, now, answer_at)
+    return RingLeg(member, out, far, behaviour, now, answer_at, DialAttempt(out, now))
 
 
 def answer(core: PbxCore, caller: Channel, leg: RingLeg) -> None:
@@ -100,8 +114,17 @@ def answer(core: PbxCore, caller: Channel, leg: RingLeg) -> None:
     ev.dial_end(bus, caller, out, "ANSWER")
 
 
+def far_cdr(core: PbxCore, leg: RingLeg, app: str, data: str) -> None:
+    """The CDR record of a Local seat's ;2 that answered (unanswered seat legs leave none)."""
+    far = leg.far
+    if far is not None and leg.connected_at is not None:
+        cel.cdr(core.bus, far, dest=far.exten, dest_context=far.context, last_app=app, last_data=data,
+                start=far.created, answer=leg.connected_at, end=core.clock.now())
+
+
 def hang_up(core: PbxCore, leg: RingLeg, cause: int) -> None:
     ev.hangup(core.bus, core.channels, leg.out, cause)
     if leg.far is not None and not leg.far.gone:
         ev.hangup_request(core.bus, leg.far, cause)
+        far_cdr(core, leg, "Wait", f"{leg.behaviour.talk:g}")
         ev.hangup(core.bus, core.channels, leg.far, cause)
