@@ -1,24 +1,31 @@
 """One Asterisk node's edge: lease, AMI link, call tracker, resync, journal, open-call store.
 
-How this works: ``run`` holds the node's Redis lease (fail-open: Redis down never stops the
-holder). On taking it the runner restores the calls in progress that the previous holder (or
-this process before a SIGKILL) left in the open-call store, replays the journal entries not yet
-written, and starts the AMI link. After every AMI login it resyncs: CoreStatus (an Asterisk
-restart?), CoreShowChannels (adopt calls in progress, close calls that no longer exist), and
-the seats' queue membership. Events go to the live views and the tracker; a finished call goes
-to the journal (Redis Stream) first, then to the writer; the journal entry is deleted once the
-call is committed. On losing the lease the AMI link stops and the tracker is emptied: the new
-holder takes the calls over from Redis.
+How this works: every instance follows the node's AMI stream from the start (login, resync of
+its tracker from CoreShowChannels, events into the tracker), but only the holder of the node's
+Redis lease *owns* it: journals and writes finished calls, keeps the open-call store, updates the
+live views and changes Asterisk (queue membership). A follower keeps the calls it saw finish in
+a shadow list for ``shadow_seconds``. Taking the lease over (the owner died or was cut off), the
+runner restores the open calls the previous owner saved in Redis, replays the journal entries
+not yet written and hands its shadow list to the writer; the writer is idempotent on
+(node, linkedid), so a call the old owner already wrote is not written twice, and a call that
+started and ended while no owner was alive is still written, because the follower saw it. Then
+it resyncs as owner (seats too). The lease is fail-open: Redis down never stops an owner.
 
-Every call is in Redis at all times until written: in the open-call store while in progress
-(flushed every ``flush_interval`` s), in the journal once finished. With Redis down, finished
-calls go straight to the writer (which keeps retrying Postgres) and open calls live in memory.
+After every AMI login the runner resyncs: CoreStatus (an Asterisk restart?), CoreShowChannels
+(adopt calls in progress, close calls that no longer exist, ``closed_by``), and, as owner, the
+seats' queue membership. A finished call goes to the journal (Redis Stream) first, then to the
+writer; the journal entry is deleted once the call is committed. Every call is in Redis until
+written: in the open-call store while in progress (flushed every ``flush_interval`` s), in the
+journal once finished. With Redis down, finished calls go straight to the writer (which keeps
+retrying Postgres) and open calls live in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from typing import Callable
 
 from config.settings import NodeSettings, Settings
@@ -39,7 +46,7 @@ log = logging.getLogger("hotline.node")
 
 class NodeRunner:
     def __init__(self, node: NodeSettings, settings: Settings, *, redis, writer: CallWriter, live: LiveStats,
-                 owner: str, flush_interval: float = 0.2,
+                 owner: str, flush_interval: float = 0.2, shadow_seconds: float | None = None,
                  on_event: Callable[[AmiEvent], None] | None = None) -> None:
         self.node = node
         self.settings = settings
@@ -50,63 +57,79 @@ class NodeRunner:
         self.open_store = OpenCallStore(redis, node.id)
         self.lease = NodeLease(redis, node.id, owner, ttl=settings.lease_ttl, fail_open=True)
         self.flush_interval = flush_interval
+        # A follower remembers finished calls long enough to cover a takeover (lease ttl and the
+        # time to notice), with a wide margin.
+        self.shadow_seconds = shadow_seconds if shadow_seconds is not None else max(120.0, 6 * settings.lease_ttl)
         self._on_event_extra = on_event
-        self.ami: AmiClient | None = None
-        self.actions: PbxActions | None = None
-        self.boot: str | None = None
-        self.restarts_seen = 0
-        self.resyncs = 0
-        self._consuming: list[asyncio.Task] = []
-        self._journal_q: asyncio.Queue[FinishedCall] = asyncio.Queue()
-        self._unjournaled_removals: set[str] = set()   # open-store entries to drop once written
-        self._removed: set[str] = set()                 # open-store entries to drop at the next flush
-        self.active = asyncio.Event()
-
-    # -- lease ------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        await self.lease.hold(self._acquired, self._lost)
-
-    async def _acquired(self) -> None:
-        await self._recover()
-        s = self.node.ami
+        s = node.ami
         self.ami = AmiClient(
             host=s.host, port=s.port, username=s.username,
             secret=s.secret.get_secret_value() if s.secret else "",
             on_event=self.on_event, on_connected=self._on_connected,
-            action_timeout=s.action_timeout, connect_timeout=s.connect_timeout, name=self.node.id,
+            action_timeout=s.action_timeout, connect_timeout=s.connect_timeout, name=node.id,
         )
         self.actions = PbxActions(self.ami)
-        self._consuming = [asyncio.create_task(coro) for coro in
-                           (self.ami.run(), self._journaler(), self._flusher())]
+        self.boot: str | None = None
+        self.restarts_seen = 0
+        self.resyncs = 0
+        self._tasks: list[asyncio.Task] = []
+        self._owner_tasks: list[asyncio.Task] = []
+        self._journal_q: asyncio.Queue[FinishedCall] = asyncio.Queue()
+        self._removed: set[str] = set()                 # open-store entries to drop at the next flush
+        self._shadow: deque[tuple[float, FinishedCall]] = deque()   # finished while following
+        self.active = asyncio.Event()                   # set while this instance owns the node
+
+    # -- lease: follow always, own while the lease is ours ---------------------------------------
+
+    async def run(self) -> None:
+        self._tasks = [asyncio.create_task(self.ami.run()), asyncio.create_task(self._journaler())]
+        await self.lease.hold(self._acquired, self._lost)
+
+    @property
+    def owning(self) -> bool:
+        return self.active.is_set()
+
+    async def _acquired(self) -> None:
+        await self._recover()
         self.active.set()
+        self._owner_tasks = [asyncio.create_task(self._flusher())]
+        if self.ami.ready.is_set():   # already following: resync as owner now (seats too)
+            self._owner_tasks.append(asyncio.create_task(self._owner_resync()))
+
+    async def _owner_resync(self) -> None:
+        try:
+            await self._resync(self.ami)
+        except Exception as exc:  # noqa: BLE001 - the next login resyncs again
+            log.warning("node %s: resync after taking the node over failed (%s); reconnecting", self.node.id, exc)
+            if self.ami.protocol is not None:
+                self.ami.protocol.close()
 
     async def _lost(self) -> None:
-        await self._stop_consuming()
-        # The new holder takes the open calls over from Redis; ours would be stale.
-        self.tracker = CallTracker(self.node.id)
-        self.boot = None
-
-    async def _stop_consuming(self) -> None:
+        """Another instance owns the node now: keep following, stop writing and changing Asterisk."""
         self.active.clear()
-        if self.ami is not None:
-            await self.ami.close()
-        for task in self._consuming:
+        for task in self._owner_tasks:
             task.cancel()
-        await asyncio.gather(*self._consuming, return_exceptions=True)
-        self._consuming = []
+        await asyncio.gather(*self._owner_tasks, return_exceptions=True)
+        self._owner_tasks = []
 
     async def stop(self) -> None:
-        """Graceful: stop consuming, journal what is finished, save what is open, give the lease up."""
-        await self._stop_consuming()
+        """Graceful: stop following, journal what is finished, save what is open, give the lease up."""
+        owning = self.owning
+        await self._lost()
+        await self.ami.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if not owning:
+            return
         while not self._journal_q.empty():
             await self._journal_one(self._journal_q.get_nowait())
         await self._flush()
-        if self.lease.held:
-            try:
-                await self.lease.release()
-            except Exception as exc:  # noqa: BLE001 - Redis down: the lease expires by itself
-                log.warning("node %s: lease not released (%s); it expires in %g s", self.node.id, exc, self.lease.ttl)
+        try:
+            await self.lease.release()
+        except Exception as exc:  # noqa: BLE001 - Redis down: the lease expires by itself
+            log.warning("node %s: lease not released (%s); it expires in %g s", self.node.id, exc, self.lease.ttl)
 
     # -- recovery and resync ------------------------------------------------------------------
 
@@ -121,11 +144,17 @@ class NodeRunner:
         restored = self.tracker.restore(snapshot, skip={call.linkedid for _, call in pending})
         for entry_id, call in pending:
             self.writer.submit(call, self._acker(entry_id))
-        if restored or pending:
-            log.info("node %s: recovered %d calls in progress and %d finished calls not yet written",
-                     self.node.id, restored, len(pending))
+        shadow = self._take_shadow()
+        for call in shadow:
+            self._journal_q.put_nowait(call)
+        if restored or pending or shadow:
+            log.info("node %s: recovered %d calls in progress, %d finished calls not yet written and %d calls "
+                     "seen finishing while following", self.node.id, restored, len(pending), len(shadow))
 
     async def _on_connected(self, client: AmiClient) -> None:
+        await self._resync(client)
+
+    async def _resync(self, client: AmiClient) -> None:
         status = await self.actions.core_status()
         boot = boot_id(status.frame)
         restarted = self.boot is not None and boot != self.boot
@@ -140,14 +169,17 @@ class NodeRunner:
         self.resyncs += 1
         for call in closed:
             self._finished(call)
-        log.info("node %s: resync: %d live channels, %d calls adopted, %d calls closed, %d open",
-                 self.node.id, len(listing.items), adopted, len(closed), len(self.tracker))
-        await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues])
+        log.info("node %s: resync%s: %d live channels, %d calls adopted, %d calls closed, %d open",
+                 self.node.id, "" if self.owning else " (following)", len(listing.items), adopted, len(closed),
+                 len(self.tracker))
+        if self.owning:
+            await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues])
 
     # -- events -----------------------------------------------------------------------------------
 
     def on_event(self, event: AmiEvent) -> None:
-        self.live.push_event(event)
+        if self.owning:
+            self.live.push_event(event)
         call = self.tracker.feed(event)
         if call is not None:
             self._finished(call)
@@ -155,7 +187,18 @@ class NodeRunner:
             self._on_event_extra(event)
 
     def _finished(self, call: FinishedCall) -> None:
-        self._journal_q.put_nowait(call)
+        if self.owning:
+            self._journal_q.put_nowait(call)
+            return
+        now = time.monotonic()
+        self._shadow.append((now, call))
+        while self._shadow and self._shadow[0][0] < now - self.shadow_seconds:
+            self._shadow.popleft()
+
+    def _take_shadow(self) -> list[FinishedCall]:
+        calls = [call for _, call in self._shadow]
+        self._shadow.clear()
+        return calls
 
     async def _journaler(self) -> None:
         while True:
@@ -167,7 +210,6 @@ class NodeRunner:
             entry_id = await self.journal.append(call)
         except JournalUnavailable as exc:
             log.warning("node %s: call %s not journaled (%s); written directly", self.node.id, call.linkedid, exc)
-            self._unjournaled_removals.add(call.linkedid)
             self.writer.submit(call, self._forget_open(call.linkedid))
             return
         self._removed.add(call.linkedid)   # durable in the journal: the open entry may go
@@ -183,7 +225,6 @@ class NodeRunner:
 
     def _forget_open(self, linkedid: str):
         async def forget() -> None:
-            self._unjournaled_removals.discard(linkedid)
             self._removed.add(linkedid)
         return forget
 

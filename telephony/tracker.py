@@ -254,7 +254,7 @@ class CallTracker:
         restored = 0
         known = {f.name for f in fields(_Call)}
         for linkedid, text in snapshot.items():
-            if linkedid in skip or linkedid in self.calls:
+            if linkedid in skip or linkedid in self.calls or linkedid in self._finished:
                 continue
             try:
                 data = {k: v for k, v in json.loads(text).items() if k in known}
