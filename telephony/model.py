@@ -14,7 +14,8 @@ ANSWERED = "answered"            # a seat took the call (AgentConnect)
 ABANDONED = "abandoned"          # the caller hung up while waiting in a queue
 QUEUE_TIMEOUT = "queue_timeout"  # app_queue gave up (QUEUESTATUS=TIMEOUT); also a missed call
 IVR_HANGUP = "ivr_hangup"        # the caller hung up before reaching a queue
-OUTCOMES = (ANSWERED, ABANDONED, QUEUE_TIMEOUT, IVR_HANGUP)
+DROPPED = "dropped"              # Asterisk restarted under the call before a seat answered it
+OUTCOMES = (ANSWERED, ABANDONED, QUEUE_TIMEOUT, IVR_HANGUP, DROPPED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from telephony.resync import LiveChannel
 from telephony.model import (
     ABANDONED,
     ANSWERED,
+    DROPPED,
     IVR_HANGUP,
     QUEUE_TIMEOUT,
     FinishedCall,
@@ -285,6 +286,8 @@ class CallTracker:
         status = call.variables.get("QUEUESTATUS", "")
         if call.answered_at is not None:
             outcome = ANSWERED
+        elif call.closed_by == "asterisk_restart":  # the PBX lost the caller, who did not give up
+            outcome = DROPPED
         elif status in _TIMEOUT_STATUSES:
             outcome = QUEUE_TIMEOUT
         elif call.joined or call.abandoned:

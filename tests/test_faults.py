@@ -108,6 +108,9 @@ async def assert_each_call_once(pg_dsn: str, node_id: str, sim: PbxSimulator, pl
     by_id = {r["linkedid"]: r for r in rows}
     for linkedid in placed:
         played = sim.results[linkedid].outcome
+        if played == "pbx_restart":   # Asterisk restarted under the call: answered or dropped
+            played = "answered" if sim.results[linkedid].answered else "dropped"
+            assert by_id[linkedid]["closed_by"] == "asterisk_restart"
         assert by_id[linkedid]["outcome"] == played, (linkedid, played, dict(by_id[linkedid]))
         assert by_id[linkedid]["work_order_id"] is not None
     return rows
@@ -154,6 +157,25 @@ async def test_ami_link_cut_mid_call(rig, pg_dsn, node_id):
     await wait_until(lambda: service.ami.connections > logins and service.ami.ready.is_set(), 15, "AMI relogin")
     assert service.node.resyncs >= 2               # the login after the cut resynced
     await assert_each_call_once(pg_dsn, node_id, sim, scene.placed)
+
+
+async def test_asterisk_restart_mid_call(rig, pg_dsn, node_id):
+    sim, service = await rig()
+    scene = Scene(sim)
+    await scene.first_wave()
+    await wait_until(lambda: talking_and_waiting(service), 30, "calls talking and waiting")
+    boot = service.node.boot
+    await sim.restart()                            # every channel gone, no Hangup, new CoreStartupTime
+    await wait_until(lambda: service.node.restarts_seen == 1 and service.ami.ready.is_set(), 15,
+                     "the restart noticed at relogin")
+    assert service.node.boot != boot
+    await scene.second_wave()                      # calls on the new boot go on as usual
+    rows = await assert_each_call_once(pg_dsn, node_id, sim, scene.placed)
+    assert sum(r["closed_by"] == "asterisk_restart" for r in rows) == 7
+    assert {r["outcome"] for r in rows if r["closed_by"] == "asterisk_restart"} == {"answered", "dropped"}
+    seats = await service.node.actions.queue_status("hotline-general")   # membership restored on the new boot
+    assert sorted(i.get("Name") for i in seats.items if i.event == "QueueMember") == [
+        f"Seat 80{i:02d}" for i in range(1, 5)]
 
 
 async def test_postgres_unavailable_mid_call(rig, pg_dsn, node_id):

@@ -135,7 +135,7 @@ async def test_answered_call_writes_call_timeline_recording_and_order(store, pg_
                                          work_order_events=1, order_day_counters=1)
 
 
-@pytest.mark.parametrize("outcome", ["abandoned", "queue_timeout", "ivr_hangup"])
+@pytest.mark.parametrize("outcome", ["abandoned", "queue_timeout", "ivr_hangup", "dropped"])
 async def test_missed_call_opens_an_order_to_call_back(store, pg_pool, outcome):
     result = await store.record_call(make_call(outcome=outcome, category=None), [])
     order = await order_of(pg_pool, result.order_number)
@@ -341,7 +341,7 @@ async def test_number_needs_a_transaction(pg_pool):
 
 async def test_failing_insert_leaves_nothing_and_consumes_no_number(store, pg_pool):
     with pytest.raises(asyncpg.CheckViolationError):
-        await store.record_call(make_call(outcome="dropped"), [check_recording(FIXTURES / "answered.recording.wav")])
+        await store.record_call(make_call(outcome="not-an-outcome"), [check_recording(FIXTURES / "answered.recording.wav")])
     assert await counts(pg_pool) == dict.fromkeys(TABLES, 0)
     ok = await store.record_call(make_call(), [])
     assert ok.order_number == f"12345-{today()}-000001"
@@ -513,7 +513,7 @@ async def test_writer_retries_when_its_connection_is_killed_mid_write(pg_dsn, pg
 
 async def test_writer_holds_a_call_it_cannot_write_and_goes_on(store, pg_pool):
     writer = CallWriter(store, retry_cap=0.01)
-    bad, good = make_call(outcome="dropped"), make_call(caller="13900002222")
+    bad, good = make_call(outcome="not-an-outcome"), make_call(caller="13900002222")
     async with running(writer):
         writer.submit(bad)
         writer.submit(good)
@@ -543,10 +543,11 @@ async def test_run_summary_counts_one_nodes_calls_from_postgres(store, pg_pool, 
     await store.record_call(make_call(node="run-1", caller="13900003333", outcome="abandoned",
                                       recordings=(gone,)), [check_recording(gone.path)])
     await store.record_call(make_call(node="run-1", caller=None, outcome="queue_timeout"), [])
+    await store.record_call(make_call(node="run-1", caller=None, outcome="dropped"), [])
     await store.record_call(make_call(node="run-0", caller="13900004444"), [])            # another run
     assert await run_summary(pg_pool, "run-1") == {
-        "calls": 4, "answered": 1, "abandoned": 2, "ivr_hangup": 1, "work_orders": 3, "calls_without_order": 0,
-        "recordings": 1, "recordings_not_ok": 1}
+        "calls": 5, "answered": 1, "abandoned": 2, "ivr_hangup": 1, "dropped": 1, "work_orders": 4,
+        "calls_without_order": 0, "recordings": 1, "recordings_not_ok": 1}
     assert (await run_summary(pg_pool, "nobody"))["calls"] == 0
 
 

@@ -16,6 +16,7 @@ SELECT count(*)                                                     AS calls,
        count(*) FILTER (WHERE c.outcome = 'answered')               AS answered,
        count(*) FILTER (WHERE c.outcome IN ('abandoned', 'queue_timeout')) AS abandoned,
        count(*) FILTER (WHERE c.outcome = 'ivr_hangup')             AS ivr_hangup,
+       count(*) FILTER (WHERE c.outcome = 'dropped')                AS dropped,
        count(DISTINCT w.id)                                         AS work_orders,
        count(*) FILTER (WHERE w.id IS NULL)                         AS calls_without_order
 FROM calls c LEFT JOIN work_orders w ON w.id = c.work_order_id
