@@ -22,7 +22,8 @@ happens while one runs. Cancelling ``hold`` neither calls ``on_lost`` nor releas
 (the lease then expires after ``ttl``, as after a SIGKILL); release it yourself on shutdown.
 
 Fail-open (``fail_open=True``, what the service uses): when Redis cannot be reached, the lease
-is taken as held, both at start and while holding it. Nobody else can take a lease while Redis
+is taken as held: at once by its holder, and by an instance without it once Redis has been
+unreachable for a whole ttl (so one slow answer does not make a standby a second owner). Nobody else can take a lease while Redis
 is down for everybody, and a double consumer costs only duplicate work (the writer is idempotent
 on node + linkedid), whereas no consumer loses calls. Only a definite "no" from Redis (the key
 holds another owner) stops consumption. While held, the lease is kept with ``acquire`` (SET NX,
@@ -128,6 +129,7 @@ class NodeLease:
         valid_until = 0.0     # monotonic time until which the lease is surely ours
         last_holder: str | None = None
         redis_down = False
+        down_since = 0.0
         while True:
             sent = time.monotonic()
             if not self.held:
@@ -137,11 +139,16 @@ class NodeLease:
                         redis_down = False
                         log.info("lease %s: Redis reachable again", self.key)
                 except LeaseUnavailable as exc:
-                    got = self.fail_open
                     if not redis_down:
                         redis_down = True
-                        log.warning("lease %s: cannot reach Redis (%s); retrying every %.1f s%s", self.key, exc, period,
-                                    "; consuming without a lease meanwhile (fail-open)" if got else "")
+                        down_since = sent
+                        log.warning("lease %s: cannot reach Redis (%s); retrying every %.1f s", self.key, exc, period)
+                    # Fail open only once Redis has been gone for a whole ttl: one slow answer must
+                    # not make a healthy standby a second owner.
+                    got = self.fail_open and sent - down_since >= self.ttl
+                    if got:
+                        log.warning("lease %s: Redis unreachable for %.1f s; owning the node without a lease "
+                                    "(fail-open)", self.key, sent - down_since)
                 if got:
                     self.held = True
                     valid_until = sent + self.ttl

@@ -53,6 +53,7 @@ class NodeRunner:
         self.writer = writer
         self.live = live
         self.tracker = CallTracker(node.id)
+        self.tracker.track_dirty = False   # following until the lease is ours
         self.journal = CallJournal(redis, node.id)
         self.open_store = OpenCallStore(redis, node.id)
         self.lease = NodeLease(redis, node.id, owner, ttl=settings.lease_ttl, fail_open=True)
@@ -72,6 +73,8 @@ class NodeRunner:
         self.boot: str | None = None
         self.restarts_seen = 0
         self.resyncs = 0
+        self.recovered = False
+        self._resync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._owner_tasks: list[asyncio.Task] = []
         self._journal_q: asyncio.Queue[FinishedCall] = asyncio.Queue()
@@ -90,41 +93,66 @@ class NodeRunner:
         return self.active.is_set()
 
     async def _acquired(self) -> None:
-        await self._recover()
+        # Returns at once (the lease loop waits for it): recovery runs in the owner task.
         self.active.set()
-        self._owner_tasks = [asyncio.create_task(self._flusher())]
-        if self.ami.ready.is_set():   # already following: resync as owner now (seats too)
-            self._owner_tasks.append(asyncio.create_task(self._owner_resync()))
-
-    async def _owner_resync(self) -> None:
-        try:
-            await self._resync(self.ami)
-        except Exception as exc:  # noqa: BLE001 - the next login resyncs again
-            log.warning("node %s: resync after taking the node over failed (%s); reconnecting", self.node.id, exc)
-            if self.ami.protocol is not None:
-                self.ami.protocol.close()
+        self.tracker.track_dirty = True
+        self.tracker.mark_dirty(self.tracker.calls)   # save every open call at the first flush
+        self.recovered = False
+        self._owner_tasks = [asyncio.create_task(self._owner())]
 
     async def _lost(self) -> None:
         """Another instance owns the node now: keep following, stop writing and changing Asterisk."""
         self.active.clear()
+        self.tracker.track_dirty = False
+        self.tracker.take_dirty()
         for task in self._owner_tasks:
             task.cancel()
         await asyncio.gather(*self._owner_tasks, return_exceptions=True)
         self._owner_tasks = []
 
+    async def _owner(self) -> None:
+        """Recover what an earlier owner left (retried while Redis is down), resync, then keep
+        the open-call store up to date."""
+        next_try = 0.0
+        while True:
+            if not self.recovered and time.monotonic() >= next_try:
+                self.recovered = await self._recover()
+                next_try = time.monotonic() + 2.0
+                if self.recovered:   # restored calls that ended meanwhile are closed by a resync after it
+                    self._owner_tasks.append(asyncio.create_task(self._resync_when_ready()))
+            await self._flush()
+            await asyncio.sleep(self.flush_interval)
+
+    async def _resync_when_ready(self) -> None:
+        await self.ami.ready.wait()   # a login's own resync may be running: the lock puts this one after
+        await self._owner_resync()
+
+    async def _owner_resync(self) -> None:
+        try:
+            await self._resync()
+        except Exception as exc:  # noqa: BLE001 - the next login resyncs again
+            log.warning("node %s: resync as owner failed (%s); reconnecting", self.node.id, exc)
+            if self.ami.protocol is not None:
+                self.ami.protocol.close()
+
     async def stop(self) -> None:
-        """Graceful: stop following, journal what is finished, save what is open, give the lease up."""
+        """Graceful: stop the AMI link, journal what finished, save what is open, give the lease up."""
         owning = self.owning
+        await self.ami.close()                 # no more events; finished calls still go to the journal
+        if owning:
+            try:
+                await asyncio.wait_for(self._journal_q.join(), 10)
+            except asyncio.TimeoutError:
+                log.warning("node %s: %d finished calls not journaled at stop", self.node.id, self._journal_q.qsize())
         await self._lost()
-        await self.ami.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if not owning:
             return
-        while not self._journal_q.empty():
-            await self._journal_one(self._journal_q.get_nowait())
+        self.tracker.track_dirty = True
+        self.tracker.mark_dirty(self.tracker.calls)
         await self._flush()
         try:
             await self.lease.release()
@@ -133,47 +161,61 @@ class NodeRunner:
 
     # -- recovery and resync ------------------------------------------------------------------
 
-    async def _recover(self) -> None:
-        """Take over what an earlier holder left: open calls, then unwritten finished calls."""
+    async def _recover(self) -> bool:
+        """Take over what an earlier owner left: open calls, unwritten finished calls, and the
+        calls this instance saw finish while following. False if Redis cannot be read yet."""
         try:
             snapshot = await self.open_store.load()
             pending = await self.journal.pending()
+            if self.boot is None:
+                self.boot = await self.open_store.get_boot()
         except JournalUnavailable as exc:
-            log.warning("node %s: Redis unavailable, nothing to recover from it (%s)", self.node.id, exc)
-            return
-        restored = self.tracker.restore(snapshot, skip={call.linkedid for _, call in pending})
+            log.warning("node %s: cannot recover from Redis yet (%s); retrying", self.node.id, exc)
+            return False
+        journaled = {call.linkedid for _, call in pending}
+        restored, obsolete = self.tracker.restore(snapshot, skip=journaled)
+        self._removed |= obsolete
         for entry_id, call in pending:
             self.writer.submit(call, self._acker(entry_id))
-        shadow = self._take_shadow()
+        shadow = [call for call in self._take_shadow() if call.linkedid not in journaled]
         for call in shadow:
             self._journal_q.put_nowait(call)
         if restored or pending or shadow:
             log.info("node %s: recovered %d calls in progress, %d finished calls not yet written and %d calls "
                      "seen finishing while following", self.node.id, restored, len(pending), len(shadow))
+        return True
 
     async def _on_connected(self, client: AmiClient) -> None:
-        await self._resync(client)
+        await self._resync()
 
-    async def _resync(self, client: AmiClient) -> None:
-        status = await self.actions.core_status()
-        boot = boot_id(status.frame)
-        restarted = self.boot is not None and boot != self.boot
-        if restarted:
-            self.restarts_seen += 1
-            log.warning("node %s: Asterisk restarted (was up since %s, now since %s)", self.node.id, self.boot, boot)
-        self.boot = boot
-        mark = self.tracker.mark()
-        listing = await self.actions.core_show_channels()
-        closed, adopted = self.tracker.resync(live_channels(listing.items), mark,
-                                              reason="asterisk_restart" if restarted else "resync")
-        self.resyncs += 1
-        for call in closed:
-            self._finished(call)
-        log.info("node %s: resync%s: %d live channels, %d calls adopted, %d calls closed, %d open",
-                 self.node.id, "" if self.owning else " (following)", len(listing.items), adopted, len(closed),
-                 len(self.tracker))
-        if self.owning:
-            await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues])
+    async def _resync(self) -> None:
+        async with self._resync_lock:
+            status = await self.actions.core_status()
+            boot = boot_id(status.frame)
+            restarted = self.boot is not None and boot != self.boot
+            if restarted:
+                self.restarts_seen += 1
+                log.warning("node %s: Asterisk restarted (was up since %s, now since %s)", self.node.id, self.boot, boot)
+            self.boot = boot
+            mark = self.tracker.mark()
+            listing = await self.actions.core_show_channels()
+            # A barrier: events Asterisk queued before answering (a Hangup racing the list) are
+            # applied before any call is closed.
+            await self.ami.send_action("Ping")
+            closed, adopted = self.tracker.resync(live_channels(listing.items), mark,
+                                                  reason="asterisk_restart" if restarted else "resync")
+            self.resyncs += 1
+            for call in closed:
+                self._finished(call)
+            log.info("node %s: resync%s: %d live channels, %d calls adopted, %d calls closed, %d open",
+                     self.node.id, "" if self.owning else " (following)", len(listing.items), adopted,
+                     len(closed), len(self.tracker))
+            if self.owning:
+                try:
+                    await self.open_store.set_boot(boot)
+                except JournalUnavailable:
+                    pass   # only needed to notice a restart across a service restart
+                await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues])
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -203,13 +245,20 @@ class NodeRunner:
     async def _journaler(self) -> None:
         while True:
             call = await self._journal_q.get()
-            await self._journal_one(call)
+            try:
+                await self._journal_one(call)
+            finally:
+                self._journal_q.task_done()
 
     async def _journal_one(self, call: FinishedCall) -> None:
         try:
             entry_id = await self.journal.append(call)
         except JournalUnavailable as exc:
             log.warning("node %s: call %s not journaled (%s); written directly", self.node.id, call.linkedid, exc)
+            self.writer.submit(call, self._forget_open(call.linkedid))
+            return
+        except Exception:  # noqa: BLE001 - never stop journaling; the call still goes to Postgres
+            log.exception("node %s: call %s could not be journaled; written directly", self.node.id, call.linkedid)
             self.writer.submit(call, self._forget_open(call.linkedid))
             return
         self._removed.add(call.linkedid)   # durable in the journal: the open entry may go
@@ -230,20 +279,23 @@ class NodeRunner:
 
     # -- open-call store -----------------------------------------------------------------------
 
-    async def _flusher(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            await self._flush()
-
     async def _flush(self) -> None:
+        self._removed |= self.tracker.take_closed_quietly()
         dirty = self.tracker.take_dirty()
         removed = set(self._removed)
         if not dirty and not removed:
             return
-        changed = {lid: self.tracker.export(lid) for lid in dirty if lid in self.tracker.calls}
+        saved = False
         try:
+            changed = {lid: self.tracker.export(lid) for lid in dirty if lid in self.tracker.calls}
             await self.open_store.save(changed, removed)
+            saved = True
         except JournalUnavailable:
-            self.tracker.mark_dirty(dirty)   # try again at the next flush
-            return
-        self._removed -= removed
+            pass
+        except Exception:  # noqa: BLE001 - never stop saving open calls
+            log.exception("node %s: open calls not saved", self.node.id)
+        finally:
+            if saved:
+                self._removed -= removed
+            else:
+                self.tracker.mark_dirty(dirty)   # again at the next flush

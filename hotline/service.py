@@ -130,8 +130,8 @@ class HotlineService:
         if self.agi is not None:
             await self.agi.stop()
         if not await self.writer.drain(drain_timeout):
-            log.warning("stop: %d calls not yet written; they stay in the journal for the next start",
-                        self.writer.backlog)
+            log.warning("stop: %d calls not yet written; those journaled are written at the next start, "
+                        "the others (Redis was down) are lost", self.writer.backlog)
         for live in self.lives.values():
             await live.drain()
         for task in self._tasks:

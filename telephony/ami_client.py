@@ -138,6 +138,10 @@ class AmiClient:
                 if self.protocol is not None:
                     self.protocol.close()
                 log.warning("AMI %s: cannot use %s:%s: %s", self.name, self.host, self.port, exc or type(exc).__name__)
+            except Exception:  # noqa: BLE001 - e.g. a malformed resync answer: reconnect, never stop for good
+                if self.protocol is not None:
+                    self.protocol.close()
+                log.exception("AMI %s: error after login; reconnecting", self.name)
             if self._closing:
                 return
             delay = backoff_delay(attempt)

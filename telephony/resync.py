@@ -29,6 +29,8 @@ class LiveChannel:
     application: str | None
     duration_seconds: int | None   # how long the channel has existed
     bridge_id: str | None
+    context: str | None = None
+    application_data: str | None = None
 
 
 def boot_id(core_status: Frame) -> str:
@@ -72,5 +74,7 @@ def live_channels(items: Iterable[Frame]) -> list[LiveChannel]:
             application=_known(item.get("Application")),
             duration_seconds=_duration(item.get("Duration")),
             bridge_id=_known(item.get("BridgeId")),
+            context=_known(item.get("Context")),
+            application_data=_known(item.get("ApplicationData")),
         ))
     return channels

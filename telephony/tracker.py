@@ -31,6 +31,7 @@ and ``restore`` carry open calls over a service restart (the node runner keeps t
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Iterable
@@ -87,6 +88,7 @@ class _Call:
     last_at: float = 0.0                 # time of the last event seen for this call
     last_seq: int = 0                    # tracker sequence number of that event
     closed_by: str | None = None
+    partial: bool = False                # not followed from its first channel (adopted, or joined late)
 
     def note(self, at: float, kind: str, **detail: object) -> None:
         if len(self.timeline) < MAX_TIMELINE:
@@ -108,6 +110,8 @@ class CallTracker:
         self._seq = 0                               # events applied to calls so far
         self.last_at = 0.0                          # newest event Timestamp seen (Asterisk's clock)
         self._dirty: set[str] = set()               # Linkedids changed since take_dirty()
+        self.track_dirty = True                     # a follower does not save open calls: off
+        self.closed_quietly: set[str] = set()       # closed, not handed on (not a citizen's call)
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -133,14 +137,16 @@ class CallTracker:
             return moved_out
         call = self.calls.get(linkedid)
         if call is None:
-            call = self.calls[linkedid] = _Call(linkedid=linkedid, started_at=event.timestamp)
+            first = isinstance(event, ev.Newchannel) and uid == linkedid   # the call's own first channel
+            call = self.calls[linkedid] = _Call(linkedid=linkedid, started_at=event.timestamp, partial=not first)
             call.note(event.timestamp, "call_start")
         if uid and uid not in call.gone:
             call.live.add(uid)
             self._channel_call[uid] = linkedid
         self._seq += 1
         call.last_seq, call.last_at = self._seq, max(call.last_at, event.timestamp)
-        self._dirty.add(linkedid)
+        if self.track_dirty:
+            self._dirty.add(linkedid)
         if not call.inbound and event.frame.get("Context") in self.inbound_contexts:
             call.inbound = True
         handler = _HANDLERS.get(type(event))
@@ -211,7 +217,7 @@ class CallTracker:
                 call.closed_by = reason
                 call.ended_at = call.last_at or call.started_at
                 call.note(call.ended_at, "closed_by_resync", reason=reason)
-                self._dirty.add(call.linkedid)
+                self._note_dirty(call.linkedid)
                 done = self._close(call)
                 if done is not None:
                     closed.append(done)
@@ -219,18 +225,31 @@ class CallTracker:
 
     def _adopt(self, linkedid: str, chans: list[LiveChannel]) -> _Call:
         """A call in progress that started while the tracker was not listening."""
-        age = max((ch.duration_seconds or 0) for ch in chans)
-        now = self.last_at
-        call = _Call(linkedid=linkedid, started_at=now - age, last_at=now, last_seq=self._seq)
+        now = self.last_at or time.time()   # no event with a Timestamp yet: the clock we have
+        call = _Call(linkedid=linkedid, started_at=now - max((ch.duration_seconds or 0) for ch in chans),
+                     last_at=now, last_seq=self._seq, partial=True)
         first = next((ch for ch in chans if ch.uniqueid == linkedid), None) or chans[0]
         call.caller_number, call.caller_name = first.caller_number, first.caller_name
-        # Queue is the caller waiting or talking to a seat, AGI the IVR: a citizen's call.
-        call.inbound = any(ch.application in ("Queue", "AGI") for ch in chans)
         call.note(call.started_at, "call_start")
+        for ch in chans:
+            if ch.context in self.inbound_contexts or ch.application in ("Queue", "AGI"):
+                call.inbound = True   # in the hotline flow: the IVR, the queue, or the inbound dialplan
+            if ch.application == "Queue":
+                call.joined = call.inbound = True
+                call.queue = (ch.application_data or "").split(",")[0] or None
+                call.caller_uniqueid = ch.uniqueid
+                call.caller_number = ch.caller_number or call.caller_number
+                call.caller_name = ch.caller_name or call.caller_name
+            if ch.application == "AppQueue" and ch.bridge_id:   # a seat app_queue dialled, bridged: answered
+                call.answered_at = now - (ch.duration_seconds or 0)
         call.note(now, "adopted_by_resync", channels=len(chans),
                   applications=sorted({ch.application or "" for ch in chans}))
-        self._dirty.add(linkedid)
+        self._note_dirty(linkedid)
         return call
+
+    def _note_dirty(self, linkedid: str) -> None:
+        if self.track_dirty:
+            self._dirty.add(linkedid)
 
     def take_dirty(self) -> set[str]:
         dirty, self._dirty = self._dirty, set()
@@ -239,38 +258,49 @@ class CallTracker:
     def mark_dirty(self, linkedids: Iterable[str]) -> None:
         self._dirty.update(linkedids)
 
+    def take_closed_quietly(self) -> set[str]:
+        closed, self.closed_quietly = self.closed_quietly, set()
+        return closed
+
     def export(self, linkedid: str) -> str:
         """One open call as JSON text (for the open-call store)."""
         data = asdict(self.calls[linkedid])
         data["live"], data["gone"] = sorted(data["live"]), sorted(data["gone"])
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
-    def restore(self, snapshot: dict[str, str], skip: Iterable[str] = ()) -> int:
-        """Take over open calls exported earlier; ``skip`` the ones already finished. Returns
-        how many were restored; an entry that cannot be read is dropped (the resync adopts its
-        call again if it is still alive)."""
+    def restore(self, snapshot: dict[str, str], skip: Iterable[str] = ()) -> tuple[int, set[str]]:
+        """Take over open calls exported earlier (by another instance, or before a SIGKILL).
+
+        ``skip`` names calls already finished (in the journal). A saved call this tracker holds
+        only partly (adopted, or first seen mid-call) is merged with it; one it followed from
+        the start is kept as it is. Restored calls count as older than any mark, so the next
+        resync closes them if their channels are gone. Returns how many were restored and the
+        saved entries that are obsolete (finished, skipped or unreadable) and may be deleted.
+        """
         skip = set(skip)
         for linkedid in skip:
             self._finished[linkedid] = None
-        restored = 0
-        known = {f.name for f in fields(_Call)}
+        restored, obsolete = 0, set()
         for linkedid, text in snapshot.items():
-            if linkedid in skip or linkedid in self.calls or linkedid in self._finished:
+            if linkedid in skip or linkedid in self._finished:
+                obsolete.add(linkedid)
                 continue
             try:
-                data = {k: v for k, v in json.loads(text).items() if k in known}
-                data["live"], data["gone"] = set(data.get("live", ())), set(data.get("gone", ()))
-                data["recordings"] = [RecordingRef(**r) for r in data.get("recordings", ())]
-                data["timeline"] = [TimelineEntry(**t) for t in data.get("timeline", ())]
-                call = _Call(**data)
-            except (ValueError, TypeError, AttributeError):
+                saved = _call_from_json(text)
+            except (ValueError, TypeError, AttributeError, KeyError):
+                obsolete.add(linkedid)   # the resync adopts the call again if it is alive
                 continue
-            call.last_seq = self._seq
+            current = self.calls.get(linkedid)
+            if current is not None and not current.partial:
+                continue
+            call = saved if current is None else _merge(saved, current)
+            call.last_seq = -1
             self.calls[linkedid] = call
             for uid in call.live:
                 self._channel_call[uid] = linkedid
+            self._note_dirty(linkedid)
             restored += 1
-        return restored
+        return restored, obsolete
 
     def _close(self, call: _Call) -> FinishedCall | None:
         del self.calls[call.linkedid]   # no live channel left, so none maps to it in _channel_call
@@ -279,6 +309,7 @@ class CallTracker:
             self._finished.popitem(last=False)
         if not call.inbound or call.is_callback:
             self.not_hotline += 1
+            self.closed_quietly.add(call.linkedid)
             return None
         return self._finish(call)
 
@@ -325,6 +356,44 @@ class CallTracker:
             variables=hotline_vars,
             closed_by=call.closed_by,
         )
+
+
+def _call_from_json(text: str) -> _Call:
+    known = {f.name for f in fields(_Call)}
+    data = {k: v for k, v in json.loads(text).items() if k in known}
+    data["live"], data["gone"] = set(data.get("live", ())), set(data.get("gone", ()))
+    data["recordings"] = [RecordingRef(**r) for r in data.get("recordings", ())]
+    data["timeline"] = [TimelineEntry(**t) for t in data.get("timeline", ())]
+    return _Call(**data)
+
+
+_EMPTY = (None, False, "", 0)
+
+
+def _merge(saved: _Call, current: _Call) -> _Call:
+    """A saved call (what its earlier follower knew) completed by what this tracker saw of it."""
+    call = replace(saved)
+    for f in fields(_Call):
+        mine, theirs = getattr(call, f.name), getattr(current, f.name)
+        if isinstance(mine, (set, dict, list)):
+            continue
+        if mine in _EMPTY and theirs not in _EMPTY:
+            setattr(call, f.name, theirs)
+    if saved.partial:   # neither saw the first channel: the earliest guess is the best
+        call.started_at = min(saved.started_at, current.started_at)
+    call.last_at = max(saved.last_at, current.last_at)
+    call.talk_seconds = max(saved.talk_seconds or 0, current.talk_seconds or 0) or None
+    call.inbound = saved.inbound or current.inbound
+    call.gone = saved.gone | current.gone
+    call.live = (saved.live | current.live) - call.gone
+    call.variables = {**saved.variables, **current.variables}
+    call.mixmonitor_files = {**saved.mixmonitor_files, **current.mixmonitor_files}
+    paths = {r.path for r in saved.recordings}
+    call.recordings = [*saved.recordings, *(r for r in current.recordings if r.path not in paths)]
+    extra = [e for e in current.timeline if e.kind not in ("call_start", "adopted_by_resync")]
+    call.timeline = sorted([*saved.timeline, *extra], key=lambda e: e.at)[:MAX_TIMELINE]
+    call.partial = saved.partial
+    return call
 
 
 def _caller_id(call: _Call, e: ev.Newchannel) -> None:

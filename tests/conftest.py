@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis as redis_sync
 import redis.asyncio as aioredis
 
 FIXTURES = Path(__file__).parent / "fixtures" / "asterisk-22"
@@ -77,6 +78,15 @@ async def redis_client():
 
 
 @pytest.fixture
-def node_id() -> str:
-    """A node id of this test's own, so Redis keys never collide between tests or runs."""
-    return f"test-{uuid.uuid4().hex[:10]}"
+def node_id():
+    """A node id of this test's own, so Redis keys never collide between tests or runs; its keys
+    are deleted afterwards."""
+    node = f"test-{uuid.uuid4().hex[:10]}"
+    yield node
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"hotline:{node}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

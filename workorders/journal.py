@@ -293,6 +293,7 @@ class OpenCallStore:
         self.redis = redis
         self.node = node
         self.key = f"hotline:{node}:open"
+        self.boot_key = f"hotline:{node}:boot"
         self.op_timeout = op_timeout
 
     async def save(self, changed: Mapping[str, str], removed: Iterable[str] = ()) -> None:
@@ -307,6 +308,14 @@ class OpenCallStore:
         if removed:
             pipe.hdel(self.key, *removed)
         await _call(pipe.execute(), self.op_timeout, f"save {self.key}")
+
+    async def get_boot(self) -> str | None:
+        """The Asterisk boot (CoreStartupDate/Time) the node's owner last saw."""
+        value = await _call(self.redis.get(self.boot_key), self.op_timeout, f"GET {self.boot_key}")
+        return _text(value) if value is not None else None
+
+    async def set_boot(self, boot: str) -> None:
+        await _call(self.redis.set(self.boot_key, boot), self.op_timeout, f"SET {self.boot_key}")
 
     async def load(self) -> dict[str, str]:
         """All saved calls in progress, linkedid -> text. Raises :class:`JournalUnavailable`."""

@@ -223,6 +223,7 @@ class AmiServer:
         self.host, self.port = host, port
         self.sessions: set[AmiSession] = set()
         self._session_tasks: set[asyncio.Task] = set()
+        self.refusing = False   # fault knob: accept TCP connections and reset them at once
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> int:
@@ -231,7 +232,7 @@ class AmiServer:
         return self.port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.sessions) >= MAX_SESSIONS:
+        if self.refusing or len(self.sessions) >= MAX_SESSIONS:
             writer.transport.abort()
             return
         session = AmiSession(self, reader, writer)

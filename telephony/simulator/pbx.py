@@ -124,6 +124,14 @@ class PbxSimulator:
         await self.stop()
         await self.start()
 
+    def refuse_ami(self, refused: bool = True) -> None:
+        """Fault knob: the AMI link is down (True: links cut, new ones reset at once) or back
+        (False); calls go on meanwhile, and their events reach nobody."""
+        if self._server is not None:
+            self._server.refusing = bool(refused)
+            if refused:
+                self._server.drop_links()
+
     def drop_ami_links(self) -> None:
         """Fault knob: cut every AMI TCP connection abruptly; calls go on."""
         if self._server is not None:
