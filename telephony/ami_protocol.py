@@ -90,50 +90,54 @@ class HotlineAmiProtocol(AMIProtocol):
         self.pending.pop(action_id, None)
 
     def data_received(self, data: bytes) -> None:
-        self.decoder.receive_data(data)
-        while True:
-            try:
-                frame = self.decoder.next_frame()
-            except AmiProtocolError as exc:
-                log.warning("AMI: dropped a malformed frame: %s", exc)
+        decoder = self.decoder
+        decoder.receive_data(data)
+        received_at = time.time()  # every frame of this read came in now
+        handler = getattr(self.factory, "on_ami_event", None)
+        frames = decoder.drain()
+        if self.version is None and decoder.banner:
+            self.version = decoder.banner.partition("/")[2]
+        self.frames_in += len(frames)
+        pending = self.pending  # send() adds to this same dict
+        for frame in frames:
+            if frame.__class__ is AmiProtocolError:
+                self.frames_in -= 1
+                log.warning("AMI: dropped a malformed frame: %s", frame)
                 continue
-            if frame is None:
-                break
-            self.frames_in += 1
-            if self.version is None and self.decoder.banner:
-                self.version = self.decoder.banner.partition("/")[2]
-            self._handle_frame(frame)
+            if pending and self._answers_action(frame):
+                continue
+            if frame.event is None:
+                log.debug("AMI: response to an action nobody waits for: %s", frame.action_id)
+                continue
+            try:
+                event = to_event(frame, received_at)
+            except AmiProtocolError as exc:
+                log.warning("AMI: dropped a malformed event: %s", exc)
+                continue
+            if handler is not None:
+                try:
+                    handler(event)
+                except Exception:  # noqa: BLE001 - one bad handler must never cut the link
+                    log.exception("AMI: event handler failed on %s", event.name)
 
-    def _handle_frame(self, frame: Frame) -> None:
+    def _answers_action(self, frame: Frame) -> bool:
+        """True if the frame is the answer (or a list item) of an action we wait for."""
         action_id = frame.action_id
         pending = self.pending.get(action_id) if action_id else None
-        if pending is not None:
-            if frame.response is not None and pending.response is None:
-                pending.response = frame
-                if frame.get("EventList", "").lower() != "start":
-                    self._resolve(action_id, pending)
-                return
-            if frame.event is not None and pending.response is not None:
-                if frame.get("EventList", "").lower() == "complete":
-                    self._resolve(action_id, pending)
-                else:
-                    pending.items.append(frame)
-                return
-        if frame.event is None:
-            log.debug("AMI: response to an action nobody waits for: %s", action_id)
-            return
-        try:
-            event = to_event(frame, received_at=time.time())
-        except AmiProtocolError as exc:
-            log.warning("AMI: dropped a malformed event: %s", exc)
-            return
-        handler = getattr(self.factory, "on_ami_event", None)
-        if handler is None:
-            return
-        try:
-            handler(event)
-        except Exception:  # noqa: BLE001 - one bad handler must never cut the link
-            log.exception("AMI: event handler failed on %s", event.name)
+        if pending is None:
+            return False
+        if frame.response is not None and pending.response is None:
+            pending.response = frame
+            if frame.get("EventList", "").lower() != "start":
+                self._resolve(action_id, pending)
+            return True
+        if frame.event is not None and pending.response is not None:
+            if frame.get("EventList", "").lower() == "complete":
+                self._resolve(action_id, pending)
+            else:
+                pending.items.append(frame)
+            return True
+        return False
 
     def _resolve(self, action_id: str, pending: _Pending) -> None:
         self.pending.pop(action_id, None)

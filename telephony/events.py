@@ -1,16 +1,19 @@
-"""Typed AMI events: a frame becomes a frozen dataclass the rest of the service can trust.
+"""Typed AMI events: a frame becomes an immutable event object the rest of the service can trust.
 
-``to_event(frame)`` returns the dataclass registered for the frame's ``Event`` name, or a plain
-``AmiEvent`` for the many events nobody here reads. Numeric fields are parsed once, here; a value
-that is not a number raises AmiProtocolError naming the field (the link goes on).
+``to_event(frame)`` returns the class registered for the frame's ``Event`` name, or a plain
+``AmiEvent`` for the many events nobody here reads. Numeric fields (and the Timestamp) are parsed
+and checked here, at once: a value that is not a number raises AmiProtocolError naming the field,
+so the protocol drops that event and the link goes on, and a consumer never meets the error. Text
+fields are read from the frame when first used (``frame.get``, cached by the frame): most events
+are never looked at beyond their name, and cost nothing more.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import ClassVar
+from operator import attrgetter
+from typing import Callable, ClassVar
 
 from telephony.ami_codec import Frame
 from telephony.errors import AmiProtocolError
@@ -26,222 +29,202 @@ def _int(frame: Frame, key: str) -> int | None:
         raise AmiProtocolError(f"{frame.event}: {key} is not a number: {value[:40]!r}") from None
 
 
-def _float(frame: Frame, key: str) -> float | None:
-    value = frame.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):  # "nan", "inf", "1e999": a time no database or clock can hold
-        raise AmiProtocolError(f"{frame.event}: {key} is not a number: {value[:40]!r}")
-    return number
+def _cid(value: str | None) -> str | None:
+    return None if value in (None, "", "<unknown>") else value
 
 
-@dataclass(frozen=True, slots=True)
+def _text(key: str, default: str | None = None, *, alt: str | None = None,
+          conv: Callable[[str | None], object] | None = None) -> property:
+    """A field read from the frame on first use: ``key`` (or ``alt`` if that is empty), converted."""
+    if alt is not None:
+        def fget(self):
+            return self._frame.get(key) or self._frame.get(alt)
+    elif conv is not None:
+        def fget(self):
+            return conv(self._frame.get(key))
+    else:
+        def fget(self):
+            return self._frame.get(key, default)
+    return property(fget, doc=f"The {key} header.")
+
+
 class AmiEvent:
-    name: str
-    frame: Frame
-    timestamp: float           # Asterisk's Timestamp header, or the receive time
-    channel: str | None
-    uniqueid: str | None
-    linkedid: str | None
+    """Any AMI event: its name, its frame, and the fields every call event carries. Immutable."""
 
+    __slots__ = ("_name", "_frame", "_timestamp")
     registry: ClassVar[dict[str, type["AmiEvent"]]] = {}
+    _numbers: ClassVar[tuple[tuple[str, str], ...]] = ()   # (slot, header) parsed and checked by to_event
 
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {}
+    name = property(attrgetter("_name"), doc="The Event header.")
+    frame = property(attrgetter("_frame"), doc="The frame this event was read from.")
+    timestamp = property(attrgetter("_timestamp"), doc="Asterisk's Timestamp header, or the receive time.")
+    channel = _text("Channel")
+    uniqueid = _text("Uniqueid")
+    linkedid = _text("Linkedid")
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise TypeError("AMI events are made by to_event(frame)")
+
+    def _fields(self) -> tuple:
+        return (self._name, self._timestamp, self._frame, *(getattr(self, a) for a, _ in self._numbers))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self._name!r}, timestamp={self._timestamp!r}, frame={self._frame!r})"
 
 
-def _register(name: str):
+def _register(*names: str):
     def deco(cls):
-        AmiEvent.registry[name] = cls
+        for name in names:
+            AmiEvent.registry[name] = cls
+        return cls
+    return deco
+
+
+def _numbers(*fields: tuple[str, str]):
+    """Declare the numeric fields of an event class (attribute, header): read-only attributes
+    whose value to_event parses and checks at once, so that a bad number drops the event there."""
+    def deco(cls):
+        for attr, key in fields:
+            setattr(cls, attr, property(attrgetter("_" + attr), doc=f"The {key} header, a number."))
+        cls._numbers = (*cls._numbers, *(("_" + attr, key) for attr, key in fields))
         return cls
     return deco
 
 
 @_register("Newchannel")
-@dataclass(frozen=True, slots=True)
 class Newchannel(AmiEvent):
-    caller_number: str | None
-    caller_name: str | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {"caller_number": _cid(frame.get("CallerIDNum")), "caller_name": _cid(frame.get("CallerIDName"))}
+    __slots__ = ()
+    caller_number = _text("CallerIDNum", conv=_cid)
+    caller_name = _text("CallerIDName", conv=_cid)
 
 
 @_register("NewCallerid")
-@dataclass(frozen=True, slots=True)
 class NewCallerid(Newchannel):
-    pass
+    __slots__ = ()
 
 
 @_register("Hangup")
-@dataclass(frozen=True, slots=True)
+@_numbers(("cause", "Cause"))
 class Hangup(AmiEvent):
-    cause: int | None
-    cause_text: str | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {"cause": _int(frame, "Cause"), "cause_text": frame.get("Cause-txt")}
+    __slots__ = ("_cause",)
+    cause_text = _text("Cause-txt")
 
 
 @_register("VarSet")
-@dataclass(frozen=True, slots=True)
 class VarSet(AmiEvent):
-    variable: str
-    value: str
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {"variable": frame.get("Variable", ""), "value": frame.get("Value", "")}
+    __slots__ = ()
+    variable = _text("Variable", "")
+    value = _text("Value", "")
 
 
-@dataclass(frozen=True, slots=True)
+@_numbers(("position", "Position"))
 class QueueCallerEvent(AmiEvent):
-    queue: str
-    position: int | None
-    caller_number: str | None
-    caller_name: str | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {
-            "queue": frame.get("Queue", ""),
-            "position": _int(frame, "Position"),
-            "caller_number": _cid(frame.get("CallerIDNum")),
-            "caller_name": _cid(frame.get("CallerIDName")),
-        }
+    __slots__ = ("_position",)
+    queue = _text("Queue", "")
+    caller_number = _text("CallerIDNum", conv=_cid)
+    caller_name = _text("CallerIDName", conv=_cid)
 
 
 @_register("QueueCallerJoin")
-@dataclass(frozen=True, slots=True)
 class QueueCallerJoin(QueueCallerEvent):
-    pass
+    __slots__ = ()
 
 
 @_register("QueueCallerLeave")
-@dataclass(frozen=True, slots=True)
 class QueueCallerLeave(QueueCallerEvent):
-    pass
+    __slots__ = ()
 
 
 @_register("QueueCallerAbandon")
-@dataclass(frozen=True, slots=True)
+@_numbers(("hold_time", "HoldTime"), ("original_position", "OriginalPosition"))
 class QueueCallerAbandon(QueueCallerEvent):
-    hold_time: int | None
-    original_position: int | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {**QueueCallerEvent.extra(frame), "hold_time": _int(frame, "HoldTime"),
-                "original_position": _int(frame, "OriginalPosition")}
+    __slots__ = ("_hold_time", "_original_position")
 
 
-@dataclass(frozen=True, slots=True)
 class AgentEvent(AmiEvent):
-    queue: str
-    member_name: str | None
-    interface: str | None
-    dest_channel: str | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {"queue": frame.get("Queue", ""), "member_name": frame.get("MemberName"),
-                "interface": frame.get("Interface"), "dest_channel": frame.get("DestChannel")}
+    __slots__ = ()
+    queue = _text("Queue", "")
+    member_name = _text("MemberName")
+    interface = _text("Interface")
+    dest_channel = _text("DestChannel")
 
 
 @_register("AgentCalled")
-@dataclass(frozen=True, slots=True)
 class AgentCalled(AgentEvent):
-    pass
+    __slots__ = ()
 
 
 @_register("AgentRingNoAnswer")
-@dataclass(frozen=True, slots=True)
+@_numbers(("ring_time_ms", "RingTime"))   # milliseconds in this event (app_queue)
 class AgentRingNoAnswer(AgentEvent):
-    ring_time_ms: int | None  # milliseconds in this event (app_queue)
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {**AgentEvent.extra(frame), "ring_time_ms": _int(frame, "RingTime")}
+    __slots__ = ("_ring_time_ms",)
 
 
 @_register("AgentConnect")
-@dataclass(frozen=True, slots=True)
+@_numbers(("hold_time", "HoldTime"), ("ring_time", "RingTime"))   # RingTime: seconds in this event (app_queue)
 class AgentConnect(AgentEvent):
-    hold_time: int | None
-    ring_time: int | None     # seconds in this event (app_queue)
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {**AgentEvent.extra(frame), "hold_time": _int(frame, "HoldTime"), "ring_time": _int(frame, "RingTime")}
+    __slots__ = ("_hold_time", "_ring_time")
 
 
 @_register("AgentComplete")
-@dataclass(frozen=True, slots=True)
+@_numbers(("hold_time", "HoldTime"), ("talk_time", "TalkTime"))
 class AgentComplete(AgentEvent):
-    hold_time: int | None
-    talk_time: int | None
-    reason: str | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {**AgentEvent.extra(frame), "hold_time": _int(frame, "HoldTime"),
-                "talk_time": _int(frame, "TalkTime"), "reason": frame.get("Reason")}
+    __slots__ = ("_hold_time", "_talk_time")
+    reason = _text("Reason")
 
 
 @_register("MixMonitorStart")
-@dataclass(frozen=True, slots=True)
 class MixMonitorStart(AmiEvent):
-    pass
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@_register("QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause", "QueueMemberStatus", "QueueMember")
+@_numbers(("status", "Status"))
 class QueueMemberEvent(AmiEvent):
-    queue: str
-    member_name: str | None
-    interface: str | None
-    state_interface: str | None
-    paused: bool
-    paused_reason: str | None
-    status: int | None
-
-    @classmethod
-    def extra(cls, frame: Frame) -> dict:
-        return {"queue": frame.get("Queue", ""), "member_name": frame.get("MemberName") or frame.get("Name"),
-                "interface": frame.get("Interface") or frame.get("Location"),
-                "state_interface": frame.get("StateInterface"), "paused": frame.get("Paused") == "1",
-                "paused_reason": frame.get("PausedReason") or None, "status": _int(frame, "Status")}
+    __slots__ = ("_status",)
+    queue = _text("Queue", "")
+    member_name = _text("MemberName", alt="Name")
+    interface = _text("Interface", alt="Location")
+    state_interface = _text("StateInterface")
+    paused = _text("Paused", conv=lambda v: v == "1")
+    paused_reason = _text("PausedReason", conv=lambda v: v or None)
 
 
-for _name in ("QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause", "QueueMemberStatus", "QueueMember"):
-    AmiEvent.registry[_name] = QueueMemberEvent
-
-
-def _cid(value: str | None) -> str | None:
-    return None if value in (None, "", "<unknown>") else value
+_new = object.__new__
+_classes = AmiEvent.registry
 
 
 def to_event(frame: Frame, received_at: float | None = None) -> AmiEvent:
     name = frame.event
     if name is None:
         raise AmiProtocolError("frame has no Event header")
-    cls = AmiEvent.registry.get(name, AmiEvent)
-    ts = _float(frame, "Timestamp")
-    base = dict(
-        name=name,
-        frame=frame,
-        timestamp=ts if ts is not None else (received_at if received_at is not None else time.time()),
-        channel=frame.get("Channel"),
-        uniqueid=frame.get("Uniqueid"),
-        linkedid=frame.get("Linkedid"),
-    )
-    return cls(**base, **cls.extra(frame))
+    cls = _classes.get(name, AmiEvent)
+    value = frame.lookup("Timestamp")
+    if value:
+        try:
+            ts = float(value)
+        except ValueError:
+            ts = math.nan
+        if ts - ts != 0.0:  # "nan", "inf", "1e999": a time no database or clock can hold
+            raise AmiProtocolError(f"{name}: Timestamp is not a number: {value[:40]!r}")
+    else:
+        ts = received_at if received_at is not None else time.time()
+    event = _new(cls)
+    event._name = name
+    event._frame = frame
+    event._timestamp = ts
+    if cls._numbers:
+        for slot, key in cls._numbers:
+            setattr(event, slot, _int(frame, key))
+    return event
 
 
 __all__ = [c.__name__ for c in {*AmiEvent.registry.values()}] + ["AmiEvent", "to_event"]
