@@ -90,3 +90,18 @@ def node_id():
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+async def private_redis(tmp_path):
+    """A redis-server of the test's own, as (client, server): ``server.kill()`` is a real outage."""
+    from tests.support import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    await server.start()
+    client = aioredis.from_url(server.url, decode_responses=True)
+    try:
+        yield client, server
+    finally:
+        await client.aclose()
+        server.kill()

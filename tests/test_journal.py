@@ -10,8 +10,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import socket
-import subprocess
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +17,7 @@ from redis.client import NEVER_DECODE
 
 from telephony.model import ABANDONED, ANSWERED, FinishedCall, RecordingRef, TimelineEntry
 from tests.conftest import REDIS_URL
+from tests.support import free_port
 from workorders import journal as journal_mod
 from workorders.journal import (
     CallJournal,
@@ -73,44 +72,10 @@ def sparse_call(linkedid: str = "1700000000.201", node: str = "n1") -> FinishedC
                         started_at=1700000000.0, answered_at=None, ended_at=1700000009.0, outcome=ABANDONED)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-@pytest.fixture
-async def clean_keys(redis_client, node_id):
-    yield
-    keys = [k async for k in redis_client.scan_iter(match=f"hotline:{node_id}:*")]
-    if keys:
-        await redis_client.delete(*keys)
 
 
-@pytest.fixture
-async def private_redis(tmp_path):
-    """A redis-server of this test's own (no persistence), so the test can kill it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
-    try:
-        for _ in range(200):
-            try:
-                await client.ping()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                await asyncio.sleep(0.025)
-        else:
-            raise RuntimeError("private redis-server did not start")
-        yield client, proc
-    finally:
-        await client.aclose()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 # --- serialising ----------------------------------------------------------------------------
@@ -192,7 +157,7 @@ def test_not_a_call_raises_decode_error(text):
 # --- the journal stream ---------------------------------------------------------------------
 
 
-async def test_append_pending_ack(redis_client, node_id, clean_keys):
+async def test_append_pending_ack(redis_client, node_id):
     journal = CallJournal(redis_client, node_id)
     calls = [full_call("1700000000.1", node_id), sparse_call("1700000000.2", node_id), full_call("1700000000.3", node_id)]
     ids = [await journal.append(c) for c in calls]
@@ -216,7 +181,7 @@ async def test_append_pending_ack(redis_client, node_id, clean_keys):
     assert await redis_client.xlen(f"hotline:{node_id}:journal") == 0
 
 
-async def test_pending_reads_past_one_batch(redis_client, node_id, clean_keys, monkeypatch):
+async def test_pending_reads_past_one_batch(redis_client, node_id, monkeypatch):
     monkeypatch.setattr(journal_mod, "_BATCH", 3)
     journal = CallJournal(redis_client, node_id)
     calls = [sparse_call(f"1700000000.{i}", node_id) for i in range(10)]
@@ -225,7 +190,7 @@ async def test_pending_reads_past_one_batch(redis_client, node_id, clean_keys, m
     assert await journal.pending(limit=4) == list(zip(ids, calls))[:4]
 
 
-async def test_bad_entries_are_moved_aside(redis_client, node_id, clean_keys, caplog):
+async def test_bad_entries_are_moved_aside(redis_client, node_id, caplog):
     key, bad_key = f"hotline:{node_id}:journal", f"hotline:{node_id}:journal:bad"
     journal = CallJournal(redis_client, node_id)
     first = await journal.append(full_call("1700000000.1", node_id))
@@ -289,7 +254,6 @@ async def test_redis_killed_mid_use_raises_journal_unavailable(private_redis, no
     assert [i for i, _ in await journal.pending()] == [entry]
 
     proc.kill()
-    proc.wait()
     with pytest.raises(JournalUnavailable):
         await journal.append(sparse_call())
     with pytest.raises(JournalUnavailable):
@@ -305,7 +269,7 @@ async def test_redis_killed_mid_use_raises_journal_unavailable(private_redis, no
 # --- calls in progress ----------------------------------------------------------------------
 
 
-async def test_open_call_store(redis_client, node_id, clean_keys):
+async def test_open_call_store(redis_client, node_id):
     store = OpenCallStore(redis_client, node_id)
     assert await store.load() == {}
     await store.save({"1.1": '{"caller_name": "李四"}', "1.2": "{}"}, [])

@@ -6,30 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import subprocess
 
 import pytest
 import redis.asyncio as aioredis
 
 from hotline.lease import LeaseUnavailable, NodeLease, default_owner
+from tests.support import wait_until
 
 TTL = 1.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    """Poll until ``predicate()`` is true; fail after ``timeout`` seconds (generous, not a measure)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"condition not reached within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 class Recorder:
@@ -52,38 +37,8 @@ async def stop(task: asyncio.Task) -> None:
         await task
 
 
-@pytest.fixture
-async def clean_keys(redis_client, node_id):
-    yield
-    keys = [k async for k in redis_client.scan_iter(match=f"hotline:{node_id}:*")]
-    if keys:
-        await redis_client.delete(*keys)
 
 
-@pytest.fixture
-async def private_redis(tmp_path):
-    """A redis-server of this test's own (no persistence), so the test can kill it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
-    try:
-        for _ in range(200):
-            try:
-                await client.ping()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                await asyncio.sleep(0.025)
-        else:
-            raise RuntimeError("private redis-server did not start")
-        yield client, proc
-    finally:
-        await client.aclose()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def test_owner_ids_are_unique_per_lease():
@@ -91,7 +46,7 @@ def test_owner_ids_are_unique_per_lease():
     assert socket.gethostname() in default_owner()
 
 
-async def test_only_one_acquires(redis_client, node_id, clean_keys):
+async def test_only_one_acquires(redis_client, node_id):
     key = f"hotline:{node_id}:lease"
     a = NodeLease(redis_client, node_id, "a", ttl=30)
     b = NodeLease(redis_client, node_id, "b", ttl=30)
@@ -111,7 +66,7 @@ async def test_only_one_acquires(redis_client, node_id, clean_keys):
     assert await first.release() is False
 
 
-async def test_takeover_after_the_holder_stops_renewing(redis_client, node_id, clean_keys, caplog):
+async def test_takeover_after_the_holder_stops_renewing(redis_client, node_id, caplog):
     caplog.set_level(logging.INFO, logger="hotline.lease")
     key = f"hotline:{node_id}:lease"
     a, b = NodeLease(redis_client, node_id, "owner-a", ttl=TTL), NodeLease(redis_client, node_id, "owner-b", ttl=TTL)
@@ -139,7 +94,7 @@ async def test_takeover_after_the_holder_stops_renewing(redis_client, node_id, c
                 await stop(t)
 
 
-async def test_release_lets_the_other_take_it_at_once(redis_client, node_id, clean_keys):
+async def test_release_lets_the_other_take_it_at_once(redis_client, node_id):
     a = NodeLease(redis_client, node_id, "owner-a", ttl=60)   # would only expire after a minute
     b = NodeLease(redis_client, node_id, "owner-b", ttl=TTL)
     rb = Recorder()
@@ -155,7 +110,7 @@ async def test_release_lets_the_other_take_it_at_once(redis_client, node_id, cle
         await stop(task_b)
 
 
-async def test_stolen_lease_renew_false_and_on_lost(redis_client, node_id, clean_keys, caplog):
+async def test_stolen_lease_renew_false_and_on_lost(redis_client, node_id, caplog):
     caplog.set_level(logging.INFO, logger="hotline.lease")
     key = f"hotline:{node_id}:lease"
     a = NodeLease(redis_client, node_id, "owner-a", ttl=TTL)
@@ -187,7 +142,6 @@ async def test_redis_gone_means_lease_lost(private_redis, node_id):
     try:
         await wait_until(lambda: ra.acquired == 1)
         proc.kill()
-        proc.wait()
         await wait_until(lambda: ra.lost == 1)   # must assume another instance may take over
         assert a.held is False
         with pytest.raises(LeaseUnavailable):
@@ -200,7 +154,7 @@ async def test_redis_gone_means_lease_lost(private_redis, node_id):
         await stop(task)
 
 
-async def test_failing_on_acquired_gives_the_lease_up(redis_client, node_id, clean_keys):
+async def test_failing_on_acquired_gives_the_lease_up(redis_client, node_id):
     a = NodeLease(redis_client, node_id, "owner-a", ttl=TTL)
     calls = []
 
@@ -231,7 +185,6 @@ async def test_fail_open_keeps_consuming_while_redis_is_down(private_redis, node
     try:
         await wait_until(lambda: ra.acquired == 1)
         proc.kill()
-        proc.wait()
         await asyncio.sleep(TTL * 3)
         assert (ra.acquired, ra.lost, a.held) == (1, 0, True)
     finally:
@@ -247,7 +200,7 @@ async def test_fail_open_keeps_consuming_while_redis_is_down(private_redis, node
         await stop(task)
 
 
-async def test_fail_open_gives_way_to_a_real_holder(redis_client, node_id, clean_keys):
+async def test_fail_open_gives_way_to_a_real_holder(redis_client, node_id):
     a = NodeLease(redis_client, node_id, "owner-a", ttl=TTL, fail_open=True)
     ra = Recorder()
     task = asyncio.create_task(a.hold(ra.on_acquired, ra.on_lost))
