@@ -13,7 +13,7 @@ Speed (AMI carries hundreds of events per call, most of them read by nobody): al
 frames of a read are split off with one ``bytes.split`` and checked in one pass (every line a
 ``Key: Value`` with a plain key), so malformed frames still fail at decode time; a checked frame
 keeps its bytes and looks a header up only when it is read (``WireFrame``). Only the Event name is
-read at once. Anything unusual (a key with spaces or non-ASCII, a lone CR, a stray blank line)
+read at once. Anything unusual (a key with spaces or non-ASCII, a stray blank line)
 goes through ``parse_frame``, the reference parser, so both give the same headers and errors.
 """
 
@@ -36,8 +36,9 @@ MAX_BANNER = 256
 # The fast check: delete every byte that may sit inside a plain key (printable ASCII but ':' and
 # space, other control bytes), keep ':', CR, LF, whitespace and non-ASCII. In what is left (the
 # shape), each line of a well-formed frame starts with its ':' (so its key had only plain bytes:
-# no edge space, no colon), every CR is the start of a line end, and frames are joined by one
-# blank line. A line with no kept byte at all (no colon) would look like a blank line in the
+# no edge space, no colon), every other CR is the start of a line end, and frames are joined by
+# one blank line. (A lone CR or LF in a value may look like a line end in the shape; it is in a
+# value either way, after a checked line start, and lookups end values at CRLF only.) A line with no kept byte at all (no colon) would look like a blank line in the
 # shape: so the blank lines are counted against the number of frames (known from the split).
 # Empty keys (a line starting with ':') are looked for in the bytes themselves. All of it is a
 # few C-level passes.
@@ -123,22 +124,22 @@ class Frame:
 
 
 _MISSING = object()
-_needles: dict[str, tuple | None] = {}
+_finders: dict[str, tuple | None] = {}
 
 
-def _needle(key: str) -> tuple | None:
-    """(search for b'\\r\\nKey: value', b'key:', b'\\r\\nkey:'): finding ``key`` as sent, and ignoring ASCII case.
-
-    None for a key that is not plain ASCII: it could only match a key the fast check let through
-    by way of Unicode case folding (KELVIN SIGN -> k), so such lookups take the full parse."""
-    found = _needles.get(key, _MISSING)
+def _finder(key: str) -> tuple | None:
+    """Two searches for the first line of ``key`` (ASCII case ignored), its value as group 1: one
+    for the first line, one for any other (a literal CRLF leads it, so the regex engine skips to
+    each line start). None for a key that is not plain ASCII: it could only match a key the fast
+    check let through by way of Unicode case folding (KELVIN SIGN -> k): the full parse answers."""
+    found = _finders.get(key, _MISSING)
     if found is _MISSING:
         found = None
         if key.isascii() and key.isprintable() and ":" not in key:
-            exact = key.encode("ascii") + b":"
-            found = (re.compile(re.escape(_CRLF + exact) + b" ?([^\r]*)").search, exact.lower(), _CRLF + exact.lower())
-        if len(_needles) < 1024:
-            _needles[key] = found
+            line = b"(?i:" + re.escape(key.encode("ascii")) + b"): ?([^\r]*(?:\r(?!\n)[^\r]*)*)"  # to CRLF
+            found = (re.compile(line).match, re.compile(b"\r\n" + line).search)
+        if len(_finders) < 1024:
+            _finders[key] = found
     return found
 
 
@@ -149,11 +150,11 @@ class WireFrame(Frame):
     of the first line whose key matches (ignoring ASCII case), less one leading space, up to CRLF.
     """
 
-    __slots__ = ("_raw", "_low")
+    __slots__ = ("_raw",)
 
     def __init__(self, raw: bytes) -> None:
         self._raw = raw
-        self._low = self._headers = self._index = None
+        self._headers = self._index = None
         self._event = self.lookup("Event")
 
     @property
@@ -174,33 +175,12 @@ class WireFrame(Frame):
 
     def lookup(self, key: str) -> str | None:
         """The value of ``key`` read from the bytes, not cached (for a value read once)."""
-        needle = _needles.get(key) or _needle(key)
-        if needle is None:
+        finder = _finders.get(key) or _finder(key)
+        if finder is None:
             low = key.lower()
             return next((v for k, v in self.headers if k.lower() == low), None)
-        exact, first, inner = needle
-        raw, low = self._raw, self._low
-        if low is None:
-            # The line as Asterisk spells it, if no other spelling of the key comes before it.
-            found = exact(raw)
-            if found is not None and found.start() < 256:
-                before = raw[:found.start()].lower()
-                if not before.startswith(first) and inner not in before:
-                    return found[1].decode("utf-8", "replace")
-            low = self._low = raw.lower()  # ASCII only: same length, same offsets
-        if low.startswith(first):
-            return self._value(len(first))
-        start = low.find(inner)
-        return None if start < 0 else self._value(start + len(inner))
-
-    def _value(self, start: int) -> str:
-        raw = self._raw
-        end = raw.find(_CRLF, start)
-        if end < 0:
-            end = len(raw)
-        if raw[start:start + 1] == b" ":
-            start += 1
-        return raw[start:end].decode("utf-8", "replace")
+        found = finder[0](self._raw) or finder[1](self._raw)
+        return None if found is None else found[1].decode("utf-8", "replace")
 
 
 def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:
@@ -232,7 +212,7 @@ def _wire(raw: bytes) -> WireFrame:
     """A checked frame: its Event name read now (the first line, as Asterisk sends it), the rest later."""
     frame = _new(WireFrame)
     frame._raw = raw
-    frame._low = frame._headers = frame._index = None
+    frame._headers = frame._index = None
     if raw.startswith(b"Event: "):
         end = raw.find(_CRLF, 7)
         name = raw[7:end] if end >= 0 else raw[7:]
