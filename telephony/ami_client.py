@@ -5,7 +5,7 @@ it intends, e.g. queue membership) -> wait until the link drops -> back off (cap
 with jitter) -> connect again. Every state change is one log line. Actions are sent with an
 ActionID and a timeout; when the link drops, actions in flight fail at once (AmiLinkLost). A
 keep-alive Ping checks its answer, so a half-open link is noticed and closed. The secret is
-never logged.
+never logged. ``close()`` stops ``run()`` wherever it is (connecting, logged in, backing off).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from typing import Awaitable, Callable, Mapping
 
 from panoramisk import Manager
@@ -21,6 +22,8 @@ from telephony.ami_protocol import AmiLinkLost, AmiResponse, HotlineAmiProtocol,
 from telephony.events import AmiEvent
 
 log = logging.getLogger("hotline.ami")
+
+_UNSAFE = re.compile(r"[\r\n\x00]")
 
 
 class AmiError(Exception):
@@ -76,6 +79,9 @@ class AmiClient:
         connect_timeout: float = 5.0,
         ping_interval: float = 10.0,
         name: str = "pbx",
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.host, self.port, self.username = host, port, username
         self._secret = secret
@@ -85,11 +91,13 @@ class AmiClient:
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.name = name
+        self.backoff_base, self.backoff_cap, self.rng = backoff_base, backoff_cap, rng
         self.manager: HotlineManager | None = None
         self.protocol: HotlineAmiProtocol | None = None
         self.ready = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()   # set by close(): wakes run() out of its backoff
         self.connections = 0
 
     def __repr__(self) -> str:  # never shows the secret
@@ -97,6 +105,9 @@ class AmiClient:
 
     async def connect(self) -> None:
         """One connection and login; raises OSError, AmiAuthError or AmiTimeout."""
+        if _UNSAFE.search(self._secret) or _UNSAFE.search(self.username):
+            # checked here, not by the codec, whose error would quote the value (the secret) in the log
+            raise AmiAuthError(f"AMI username or secret for {self.name} contains CR, LF or NUL; not sent")
         loop = asyncio.get_running_loop()
         self.manager = HotlineManager(self, host=self.host, port=self.port, loop=loop)
         transport, protocol = await asyncio.wait_for(
@@ -121,6 +132,9 @@ class AmiClient:
         while not self._closing:
             try:
                 await self.connect()
+                if self._closing:  # close() came while we were connecting
+                    self.protocol.close()
+                    return
                 if self.on_connected is not None:
                     await self.on_connected(self)
                 attempt = 0
@@ -144,16 +158,22 @@ class AmiClient:
                 log.exception("AMI %s: error after login; reconnecting", self.name)
             if self._closing:
                 return
-            delay = backoff_delay(attempt)
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
             attempt += 1
             log.info("AMI %s: retrying in %.1f s", self.name, delay)
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self._closed.wait(), delay)
+                return  # close() during the backoff
+            except asyncio.TimeoutError:
+                pass
 
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
             try:
-                await self.send_action("Ping", timeout=self.action_timeout)
+                resp = await self.send_action("Ping", timeout=self.action_timeout)
+                if not resp.success:
+                    raise AmiError(f"Ping answered {resp.frame.response}: {resp.message}")
             except (AmiError, AmiLinkLost) as exc:
                 log.warning("AMI %s: keep-alive Ping failed (%s); closing the link", self.name, exc)
                 if self.protocol is not None:
@@ -178,9 +198,13 @@ class AmiClient:
         except asyncio.TimeoutError:
             protocol.forget(action_id)
             raise AmiTimeout(f"AMI {action} ({action_id}) not answered in {timeout or self.action_timeout} s") from None
+        except asyncio.CancelledError:
+            protocol.forget(action_id)  # the caller gave up: a late answer must find nobody waiting
+            raise
 
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._lost.set()
         if self.protocol is not None and not self.protocol.closed:
             try:
