@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -57,6 +58,7 @@ class _Pending:
     items: list[Frame] = field(default_factory=list)
 
 
+MAX_ABANDONED = 1000
 _ids = itertools.count(1)
 _prefix = f"hl{os.getpid()}"
 
@@ -70,6 +72,9 @@ class HotlineAmiProtocol(AMIProtocol):
         super().connection_made(transport)
         self.decoder = AmiDecoder()
         self.pending: dict[str, _Pending] = {}
+        # Actions given up on (timed out, cancelled): their late list items are dropped, not taken
+        # for events. Bounded; the oldest are forgotten first.
+        self.abandoned: OrderedDict[str, None] = OrderedDict()
         self.frames_in = 0
 
     # panoramisk's Manager calls protocol.send(action_dict, as_list=...) and awaits the future.
@@ -87,7 +92,10 @@ class HotlineAmiProtocol(AMIProtocol):
         return future
 
     def forget(self, action_id: str) -> None:
-        self.pending.pop(action_id, None)
+        if self.pending.pop(action_id, None) is not None:
+            self.abandoned[action_id] = None
+            if len(self.abandoned) > MAX_ABANDONED:
+                self.abandoned.popitem(last=False)
 
     def data_received(self, data: bytes) -> None:
         decoder = self.decoder
@@ -105,6 +113,13 @@ class HotlineAmiProtocol(AMIProtocol):
                 log.warning("AMI: dropped a malformed frame: %s", frame)
                 continue
             if pending and self._answers_action(frame):
+                continue
+            if self.abandoned and frame.action_id in self.abandoned:
+                if frame.response is not None or frame.get("EventList", "").lower() == "complete":
+                    self.abandoned.pop(frame.action_id, None)
+                    if frame.response is not None and frame.get("EventList", "").lower() == "start":
+                        self.abandoned[frame.action_id] = None   # its items are still to come
+                log.debug("AMI: late answer of an abandoned action dropped: %s", frame.action_id)
                 continue
             if frame.event is None:
                 log.debug("AMI: response to an action nobody waits for: %s", frame.action_id)

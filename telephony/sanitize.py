@@ -20,7 +20,10 @@ def check_value(value: object, what: str = "value") -> str:
     """Return ``value`` as text, or raise UnsafeValue naming ``what`` if it could inject."""
     text = value if isinstance(value, str) else str(value)
     if _FORBIDDEN.search(text):
-        raise UnsafeValue(f"{what} contains CR, LF or NUL: {text[:40]!r}")
+        # The value itself is not quoted: it may be a caller's name, a secret or other personal data.
+        char = {"\r": "CR", "\n": "LF", "\x00": "NUL"}[_FORBIDDEN.search(text).group()]
+        raise UnsafeValue(f"{what} contains {char} at position {_FORBIDDEN.search(text).start()} "
+                          f"(length {len(text)})")
     return text
 
 

@@ -352,6 +352,25 @@ async def test_an_unanswered_action_times_out_and_its_late_answer_is_ignored(tin
     assert len(tiny.actions("GetVar")) == 1
 
 
+async def test_late_items_of_a_timed_out_list_action_are_not_taken_for_events(tiny, clients):
+    held: list[tuple[dict, asyncio.StreamWriter]] = []
+    tiny.handler = lambda f, w: held.append((f, w))
+    client = clients(tiny.port)
+    await client.connect()
+    with pytest.raises(AmiTimeout):
+        await client.send_action("CoreShowChannels", timeout=0.3)
+    f, writer = held[0]
+    aid = ("ActionID", f["actionid"])
+    writer.write(frame(("Response", "Success"), aid, ("EventList", "start"), ("Message", "Channels will follow")))
+    writer.write(frame(("Event", "CoreShowChannel"), aid, ("Channel", "Local/1@x-1;1"), ("Uniqueid", "1.1"),
+                       ("Linkedid", "1.1")))
+    writer.write(frame(("Event", "CoreShowChannelsComplete"), aid, ("EventList", "Complete"), ("ListItems", "1")))
+    pong = await client.send_action("Ping")   # after the late list on the same stream
+    assert pong.success
+    assert [e.name for e in client.events] == ["FullyBooted"]   # no CoreShowChannel leaked out as an event
+    assert client.protocol.abandoned == {}
+
+
 async def test_a_cancelled_action_leaves_nothing_pending(tiny, clients):
     tiny.handler = lambda f, w: None
     client = clients(tiny.port)
