@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     # Several Asterisk nodes: each listed node's AMI stream is consumed by one service instance at
     # a time (a Redis lease of lease_ttl seconds). Empty: the one node ``node_id`` on ``ami``.
     nodes: list[NodeSettings] = Field(default_factory=list)
-    lease_ttl: float = Field(10.0, ge=1.0, le=300.0)
+    lease_ttl: float = Field(6.0, ge=1.0, le=300.0)  # takeover within lease_ttl * 4/3: 8 s
 
     @field_validator("node_id")
     @classmethod

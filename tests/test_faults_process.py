@@ -34,7 +34,8 @@ LEASE_TTL = 2.0
 class ServiceProcess:
     """One ``hotline serve`` process of the test's own."""
 
-    def __init__(self, name: str, tmp: Path, node_id: str, pg_dsn: str, ami_port: int, agi_port: int) -> None:
+    def __init__(self, name: str, tmp: Path, node_id: str, pg_dsn: str, ami_port: int, agi_port: int,
+                 lease_ttl: float | None = LEASE_TTL) -> None:
         self.name = name
         self.http_port = free_port()
         self.log_path = tmp / f"{name}.log"
@@ -45,8 +46,9 @@ class ServiceProcess:
             for q in settings.queues)
         seats = "\n".join(f'[[seats]]\ninterface = "{s.interface}"\nname = "{s.name}"\n' for s in settings.seats)
         self.config.write_text(
-            f'node_id = "{node_id}"\nrecordings_dir = "{tmp}"\nlease_ttl = {LEASE_TTL}\nlog_level = "INFO"\n'
-            f'[ami]\nhost = "127.0.0.1"\nport = {ami_port}\nconnect_timeout = 2\naction_timeout = 3\n'
+            f'node_id = "{node_id}"\nrecordings_dir = "{tmp}"\nlog_level = "INFO"\n'
+            + (f"lease_ttl = {lease_ttl}\n" if lease_ttl is not None else "")
+            + f'[ami]\nhost = "127.0.0.1"\nport = {ami_port}\nconnect_timeout = 2\naction_timeout = 3\n'
             f'[agi]\nlisten_host = "127.0.0.1"\nlisten_port = {agi_port}\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n{queues}\n{seats}')
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
@@ -114,8 +116,8 @@ async def scene(pg_dsn, node_id, tmp_path, pg_pool):
     await sim.start()
     services: list[ServiceProcess] = []
 
-    def service(name: str, agi: int = agi_port) -> ServiceProcess:
-        proc = ServiceProcess(name, tmp_path, node_id, pg_dsn, ami_port, agi)
+    def service(name: str, agi: int = agi_port, lease_ttl: float | None = LEASE_TTL) -> ServiceProcess:
+        proc = ServiceProcess(name, tmp_path, node_id, pg_dsn, ami_port, agi, lease_ttl)
         services.append(proc)
         proc.start()
         return proc
@@ -152,9 +154,9 @@ async def test_service_sigkill_and_restart_mid_call(scene, pg_dsn, node_id):
 
 async def test_node_takeover_between_two_processes(scene, pg_dsn, node_id):
     sim, service = scene
-    active = service("active")
+    active = service("active", lease_ttl=None)            # the default lease: the takeover time a site gets
     await wait_until(lambda: active.consuming(node_id), 30, "the first instance consuming the node")
-    standby = service("standby", agi=free_port())
+    standby = service("standby", agi=free_port(), lease_ttl=None)
     await wait_until(lambda: standby.health(), 30, "the standby instance up")
     assert not await standby.consuming(node_id)   # one consumer per node
     calls = Scene(sim)
