@@ -172,6 +172,9 @@ class NodeRunner:
         except JournalUnavailable as exc:
             log.warning("node %s: cannot recover from Redis yet (%s); retrying", self.node.id, exc)
             return False
+        except Exception:  # noqa: BLE001 - never stop the owner task; try again
+            log.exception("node %s: recovery failed; retrying", self.node.id)
+            return False
         journaled = {call.linkedid for _, call in pending}
         restored, obsolete = self.tracker.restore(snapshot, skip=journaled)
         self._removed |= obsolete
