@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from config.settings import Settings
+from hotline.api import add_api_routes
 from hotline.service import HotlineService
 
 log = logging.getLogger("hotline.app")
@@ -62,4 +63,5 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([pg_pool_ctx, redis_ctx, service_ctx])
     app.router.add_get("/health", health)
     app.router.add_get("/api/live", live)
+    add_api_routes(app, PG_POOL)  # the configuration API (bearer token, roles): hotline/api.py
     return app

@@ -1,15 +1,18 @@
-"""The ``hotline`` command: serve | demo | migrate | asterisk-config."""
+"""The ``hotline`` command: serve | demo | migrate | asterisk-config | user add."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 import sys
 
 import asyncpg
 
 from config.settings import ConfigError, Settings, load_settings
+from queues.config_models import ROLES
 
 
 def _setup_logging(level: str) -> None:
@@ -51,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed for the synthetic callers")
     sub.add_parser("migrate", help="apply the Postgres schema migrations")
     sub.add_parser("asterisk-config", help="print the Asterisk 22 dialplan, queues.conf and manager.conf snippets")
+    user = sub.add_parser("user", help="users of the HTTP API").add_subparsers(dest="user_command", required=True)
+    add = user.add_parser("add", help="add a user; the password comes from $HOTLINE_BOOTSTRAP_PASSWORD or stdin")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--display-name", help="the name shown (default: the login)")
+    add.add_argument("login")
     return parser
 
 
@@ -80,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(render_all(settings))
             return 0
+        if args.command == "user":
+            return _user_add(settings, args)
     except KeyboardInterrupt:
         return 130
     except (OSError, ConfigError, ValueError, RuntimeError) as exc:  # MigrationError is a RuntimeError
@@ -91,6 +101,23 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hotline").error("%s: Postgres: %s: %s", args.command, type(exc).__name__, exc)
         return 1
     return 2
+
+
+def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.auth import add_user_command
+    from queues.config_store import ConfigChangeError
+
+    password = os.environ.get("HOTLINE_BOOTSTRAP_PASSWORD")
+    if password is None:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    try:
+        user = asyncio.run(add_user_command(settings.database_url.get_secret_value(), args.login, args.role,
+                                            password, args.display_name))
+    except ConfigChangeError as exc:
+        logging.getLogger("hotline").error("user add: %s", exc.message)
+        return 1
+    print(f"user {user.login} ({user.role}) added")
+    return 0
 
 
 def _serve(settings: Settings) -> int:
