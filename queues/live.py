@@ -1,60 +1,129 @@
-"""Live state in Redis: queue waiting counts, today's counters, seats by state.
+"""Live state in Redis for desks and wallboards: queues, seats and today's figures, published.
 
 How this works: AMI events and finished calls are pushed (without waiting) onto a bounded
-in-memory queue; one task applies them to Redis. Redis being down never blocks or fails a call:
-``push_*`` never wait and never raise, and ``run`` survives any error, with one warning per
-outage. Every update is idempotent, so a replayed event or call never counts twice:
+in-memory queue; one task applies them to Redis and, after each applied change, PUBLISHes what
+changed. Redis being down never blocks or fails a call: ``push_*`` never wait and never raise, and
+``run`` survives any error, with one warning per outage. ``snapshot(at)`` reads Redis only, so any
+instance can serve ``GET /api/live``. Every update is idempotent, so a replayed event or call never
+counts twice:
 - waiting callers per queue are set from app_queue's own ``Count`` (QueueCallerJoin/Leave) or
-  ``Calls`` (QueueParams), never incremented;
-- today's counters are sets of Linkedids per day (in the centre's time zone);
-- a seat's state is kept per (queue, seat) membership, so leaving one queue does not hide a seat
-  that is still in another.
+  ``Calls`` (QueueParams), never incremented when a Count is there;
+- the callers still waiting are a sorted set per queue (Uniqueid -> the QueueCallerJoin
+  ``Timestamp``, Asterisk's clock), removed on QueueCallerAbandon/Leave; each Count/Calls trims it
+  to that many newest entries, so a Leave missed during an AMI outage does not stay the longest
+  wait for ever (callers leave a queue mostly in order: the stale ones are the oldest);
+- a seat's view is kept per (queue, seat) membership, as app_queue reports it (Status: the
+  AST_DEVICE_* state, Paused, PausedReason, InCall), so leaving one queue does not hide a seat that
+  is still in another; the seat's own state and since when (the event Timestamp of the change) is
+  derived from all its memberships;
+- today's figures: a call is counted by one Lua script that SADDs its Linkedid to the day's set
+  and, only if it was new, HINCRBYs the day's sums and publishes the call: atomic, so a replayed
+  call (or one re-applied after a Redis error) never counts twice, and the snapshot reads a few
+  sums, not every call of the day. The day is the call's start day in the centre's time zone.
 Call updates that failed while Redis was down are kept (bounded) and re-applied when it is back,
-so today's counters recover; state updates (waiting, seats) are simply superseded by later events.
-Keys: hotline:<node>:waiting (hash queue -> callers), hotline:<node>:members (hash
-"<queue>\n<seat>" -> state; AMI values never hold LF), hotline:<node>:<kind>:<YYYY-MM-DD> (sets of Linkedids: offered,
-answered, abandoned).
+so today's figures recover; state updates (waiting, seats) are simply superseded by later events.
+
+Figures (per queue, and in total under ``today``): offered (total: every call; per queue: every
+call that reached it), answered, abandoned (abandoned + queue_timeout), dropped (Asterisk restarted
+under the call; kept apart), queued (total only: calls that reached a queue), answered_within_sl
+(answered with hold_seconds <= the queue's service level, 15 s unless configured), asa (mean
+hold_seconds of answered calls), aht (mean talk_seconds of answered calls). The service level
+ratio is answered_within_sl / offered (per queue) or / queued (total); None when nothing offered.
+
+Seat states (per membership and per seat): ringing (device 6), on_call (2 in use, 3 busy,
+7 ring+in use, 8 on hold, or InCall=1), else paused (Paused=1), else available (1), unknown (0;
+app_queue still rings such a member), unavailable (4 invalid, 5 unavailable). A seat is ringing
+or on call if its device is; otherwise paused only if paused in every queue it is in.
+
+Redis keys (P = hotline:<node>): P:waiting (hash queue -> callers), P:callers:<queue> (sorted set
+Uniqueid -> join time), P:members (hash "<queue>\\n<seat>" -> JSON view; AMI values never hold
+LF), P:seats (hash seat -> JSON {state, since, reason, interface, queues}), P:counted:<day> (set of
+Linkedids), P:today:<day> (hash "<figure>" and "<figure>\\n<queue>" -> integer sums).
+
+Messages on channel ``hotline:<node>:live`` (compact JSON, one per applied change):
+- ``{"type":"queue","queue":q,"waiting":n,"oldest":t|null}``: waiting callers changed (oldest:
+  join time of the longest waiting caller, Asterisk's clock);
+- ``{"type":"seat","seat":s,"queue":q,"member":state|null,"state":state,"since":t,"reason":r|null}``:
+  a membership changed (member null: removed from q; state "offline": in no queue any more);
+- ``{"type":"call","day":d,"queue":q|null,"outcome":o,"hold":h|null,"talk":t|null,"within_sl":b}``:
+  a call was counted for the first time (a replay publishes nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from datetime import datetime
+from typing import Iterable
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from telephony import events as ev
-from telephony.model import ABANDONED, ANSWERED, QUEUE_TIMEOUT, FinishedCall
+from telephony.model import ABANDONED, ANSWERED, DROPPED, QUEUE_TIMEOUT, FinishedCall
 
 log = logging.getLogger("hotline.live")
 
-# AMI device states (QueueMember Status) as the desk shows them.
-_STATES = {0: "unknown", 1: "available", 2: "on_call", 3: "busy", 4: "invalid", 5: "unavailable",
-           6: "ringing", 7: "on_call", 8: "on_hold"}
 DAY_TTL = 3 * 24 * 3600
-COUNTER_KINDS = ("offered", "answered", "abandoned")
-_SEP = "\n"  # between queue and seat in a membership field: an AMI value never holds LF
+DEFAULT_SERVICE_LEVEL = 15
+SEAT_STATES = ("available", "paused", "on_call", "ringing", "unavailable", "unknown")
+FIGURES = ("offered", "answered", "abandoned", "dropped", "answered_within_sl", "hold_sum", "hold_n",
+           "talk_sum", "talk_n")
+_SEP = "\n"  # between names in a field: an AMI value never holds LF
+_ON_CALL = frozenset({2, 3, 7, 8})   # AST_DEVICE_INUSE, BUSY, RINGINUSE, ONHOLD
+_RINGING = 6                         # AST_DEVICE_RINGING
+_OFF = {0: "unknown", 1: "available", 4: "unavailable", 5: "unavailable"}
+_REASON_MAX = 80                     # app_queue keeps reason_paused in char[80]
+
+# KEYS: the day's set of counted Linkedids, the day's sums. ARGV: linkedid, ttl, channel, message,
+# then (field, increment) pairs. Counts and publishes only a call not counted before.
+_COUNT_CALL = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+if added == 1 then
+  for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return added
+"""
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class LiveStats:
     def __init__(self, redis: aioredis.Redis, node: str, timezone: str = "Asia/Shanghai", backlog: int = 10000,
-                 retry_interval: float = 5.0) -> None:
+                 retry_interval: float = 5.0, *, queues: Iterable = (),
+                 service_level: int = DEFAULT_SERVICE_LEVEL) -> None:
+        """``queues``: the configured queues (objects with ``name`` and ``service_level``, e.g.
+        Settings.queues): their service levels, and they are listed in the snapshot even when idle."""
         self.redis = redis
+        self.node = node
         self.prefix = f"hotline:{node}"
+        self.channel = f"{self.prefix}:live"
         self.tz = ZoneInfo(timezone)
         self.retry_interval = retry_interval
+        self.default_service_level = service_level
+        self.service_levels = {q.name: q.service_level for q in queues}
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=backlog)
-        self._unsent: deque[FinishedCall] = deque(maxlen=backlog)  # call updates Redis refused
+        self._unsent: deque[FinishedCall] = deque()  # call updates Redis refused, at most ``backlog``
+        self._backlog = backlog
+        self._count_call = redis.register_script(_COUNT_CALL)
         self.healthy = True
         self.dropped = 0
 
+    def service_level(self, queue: str | None) -> int:
+        return self.service_levels.get(queue, self.default_service_level) if queue else self.default_service_level
+
+    # -- feeding (never waits, never raises) ------------------------------------------------------
+
     def push_event(self, event: ev.AmiEvent) -> None:
-        if isinstance(event, (ev.QueueCallerJoin, ev.QueueCallerLeave, ev.QueueMemberEvent)) \
-                or event.name == "QueueParams":
+        if isinstance(event, (ev.QueueCallerEvent, ev.QueueMemberEvent)) or event.name == "QueueParams":
             self._offer(("event", event))
 
     def push_call(self, call: FinishedCall) -> None:
@@ -89,15 +158,19 @@ class LiveStats:
                 await self._apply_call(item)
         except Exception as exc:  # noqa: BLE001 - Redis errors and anything else: live views only
             if kind == "call":
-                self._unsent.append(item)
+                self._keep_unsent(item)
             else:
                 self.dropped += 1
             self._unhealthy(exc)
             return
-        if not self.healthy:
-            self.healthy = True
-            log.info("live: Redis is back; live views updating again")
+        self._back()
         await self._retry_unsent()
+
+    def _keep_unsent(self, call: FinishedCall) -> None:
+        if len(self._unsent) >= self._backlog:
+            self._unsent.popleft()
+            self.dropped += 1
+        self._unsent.append(call)
 
     async def _retry_unsent(self) -> None:
         while self._unsent:
@@ -107,9 +180,12 @@ class LiveStats:
                 self._unhealthy(exc)
                 return
             self._unsent.popleft()
-            if not self.healthy:
-                self.healthy = True
-                log.info("live: Redis is back; live views updating again")
+            self._back()
+
+    def _back(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            log.info("live: Redis is back; live views updating again")
 
     def _unhealthy(self, exc: Exception) -> None:
         if self.healthy:
@@ -130,74 +206,243 @@ class LiveStats:
     def _day(self, at: float) -> str:
         return datetime.fromtimestamp(at, self.tz).strftime("%Y-%m-%d")
 
+    # -- AMI events ---------------------------------------------------------------------------------
+
     async def _apply_event(self, e: ev.AmiEvent) -> None:
-        waiting = f"{self.prefix}:waiting"
-        if isinstance(e, (ev.QueueCallerJoin, ev.QueueCallerLeave)):
-            count = _count(e.frame.get("Count"))
-            if count is not None:  # app_queue's own count after this join/leave: idempotent
-                await self.redis.hset(waiting, e.queue, count)
-            elif isinstance(e, ev.QueueCallerJoin):
-                await self.redis.hincrby(waiting, e.queue, 1)
-            elif await self.redis.hincrby(waiting, e.queue, -1) < 0:
-                await self.redis.hset(waiting, e.queue, 0)
+        if isinstance(e, ev.QueueCallerEvent):
+            await self._apply_caller(e)
         elif isinstance(e, ev.QueueMemberEvent):
-            if not e.member_name:
-                return
-            key, field = f"{self.prefix}:members", f"{e.queue}{_SEP}{e.member_name}"
-            if e.name == "QueueMemberRemoved":
-                await self.redis.hdel(key, field)
-            else:
-                state = "paused" if e.paused else _STATES.get(e.status or 0, "unknown")
-                await self.redis.hset(key, field, state)
+            await self._apply_member(e)
         elif e.name == "QueueParams":
-            count = _count(e.frame.get("Calls"))
-            queue = e.frame.get("Queue")
+            count, queue = _count(e.frame.get("Calls")), e.frame.get("Queue")
             if count is not None and queue:
-                await self.redis.hset(waiting, queue, count)
+                await self._set_waiting(queue, count, None, None)
+
+    async def _apply_caller(self, e: ev.QueueCallerEvent) -> None:
+        if not e.queue:
+            return
+        caller = e.uniqueid or e.channel or e.linkedid
+        count = _count(e.frame.get("Count"))   # app_queue's own count after this join/leave
+        if isinstance(e, ev.QueueCallerJoin):
+            await self._set_waiting(e.queue, count, (caller, e.timestamp), None, step=1)
+        elif isinstance(e, ev.QueueCallerLeave):
+            await self._set_waiting(e.queue, count, None, caller, step=-1)
+        else:  # QueueCallerAbandon: no Count; the Leave that follows sets it
+            await self._set_waiting(e.queue, None, None, caller, step=0)
+
+    async def _set_waiting(self, queue: str, count: int | None, joined: tuple[str | None, float] | None,
+                           left: str | None, step: int = 0) -> None:
+        waiting, callers = f"{self.prefix}:waiting", f"{self.prefix}:callers:{queue}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if joined is not None and joined[0]:
+                pipe.zadd(callers, {joined[0]: joined[1]})
+            if left:
+                pipe.zrem(callers, left)
+            if count is not None:
+                pipe.hset(waiting, queue, count)
+                pipe.zremrangebyrank(callers, 0, -(count + 1))   # keep the ``count`` newest
+            elif step:
+                pipe.hincrby(waiting, queue, step)
+            await pipe.execute()
+        if count is None and step < 0 and int(await self.redis.hget(waiting, queue) or 0) < 0:
+            await self.redis.hset(waiting, queue, 0)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(waiting, queue)
+            pipe.zrange(callers, 0, 0, withscores=True)
+            n, oldest = await pipe.execute()
+        await self._publish({"type": "queue", "queue": queue, "waiting": max(0, int(n or 0)),
+                             "oldest": oldest[0][1] if oldest else None})
+
+    async def _apply_member(self, e: ev.QueueMemberEvent) -> None:
+        seat, queue = e.member_name, e.queue
+        if not seat or not queue:
+            return
+        members, seats = f"{self.prefix}:members", f"{self.prefix}:seats"
+        field = f"{queue}{_SEP}{seat}"
+        view = None
+        if e.name == "QueueMemberRemoved":
+            await self.redis.hdel(members, field)
+        else:
+            view = {"state": member_state(e.status, e.paused, e.frame.get("InCall") == "1"),
+                    "status": e.status, "paused": bool(e.paused),
+                    "reason": (e.paused_reason or "")[:_REASON_MAX] or None, "interface": e.interface}
+            await self.redis.hset(members, field, _dumps(view))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(members)
+            pipe.hget(seats, seat)
+            all_members, before = await pipe.execute()
+        mine = {q: json.loads(v) for q, v in _memberships(all_members).get(seat, {}).items()}
+        before = json.loads(before) if before else None
+        if mine:
+            state, reason = seat_state(mine.values())
+            same = before is not None and before.get("state") == state and before.get("reason") == reason
+            record = {"state": state, "since": before["since"] if same else e.timestamp, "reason": reason,
+                      "interface": e.interface or (before or {}).get("interface"), "queues": sorted(mine)}
+            await self.redis.hset(seats, seat, _dumps(record))
+        else:
+            record = {"state": "offline", "since": e.timestamp, "reason": None}
+            await self.redis.hdel(seats, seat)
+        await self._publish({"type": "seat", "seat": seat, "queue": queue,
+                             "member": view["state"] if view else None, "state": record["state"],
+                             "since": record["since"], "reason": record["reason"]})
+
+    async def _publish(self, message: dict) -> None:
+        await self.redis.publish(self.channel, _dumps(message))
+
+    # -- finished calls -----------------------------------------------------------------------------
 
     async def _apply_call(self, call: FinishedCall) -> None:
         day = self._day(call.started_at)
-        kinds = ["offered"]
+        sums: dict[str, int] = {}
+
+        def add(figure: str, value: int = 1) -> None:
+            sums[figure] = sums.get(figure, 0) + value
+            if call.queue:
+                key = f"{figure}{_SEP}{call.queue}"
+                sums[key] = sums.get(key, 0) + value
+
+        sums["offered"] = 1
+        within = False
+        if call.queue:
+            sums["queued"] = 1
+            sums[f"offered{_SEP}{call.queue}"] = 1
         if call.outcome == ANSWERED:
-            kinds.append("answered")
+            add("answered")
+            if call.hold_seconds is not None:
+                add("hold_sum", call.hold_seconds)
+                add("hold_n")
+                within = call.hold_seconds <= self.service_level(call.queue)
+                if within:
+                    add("answered_within_sl")
+            if call.talk_seconds is not None:
+                add("talk_sum", call.talk_seconds)
+                add("talk_n")
         elif call.outcome in (ABANDONED, QUEUE_TIMEOUT):
-            kinds.append("abandoned")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for kind in kinds:
-                key = f"{self.prefix}:{kind}:{day}"
-                pipe.sadd(key, call.linkedid)
-                pipe.expire(key, DAY_TTL)
-            await pipe.execute()
+            add("abandoned")
+        elif call.outcome == DROPPED:
+            add("dropped")
+        message = _dumps({"type": "call", "day": day, "queue": call.queue, "outcome": call.outcome,
+                          "hold": call.hold_seconds, "talk": call.talk_seconds, "within_sl": within})
+        args: list = [call.linkedid, DAY_TTL, self.channel, message]
+        for figure, value in sums.items():
+            args += [figure, value]
+        await self._count_call(keys=[f"{self.prefix}:counted:{day}", f"{self.prefix}:today:{day}"], args=args,
+                               client=self.redis)
+
+    # -- the snapshot -------------------------------------------------------------------------------
 
     async def snapshot(self, at: float) -> dict:
+        """Everything live, from Redis only; ``at`` (epoch seconds) picks the day and ages the waits."""
         day = self._day(at)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(f"{self.prefix}:waiting")
             pipe.hgetall(f"{self.prefix}:members")
-            for kind in COUNTER_KINDS:
-                pipe.scard(f"{self.prefix}:{kind}:{day}")
-            waiting, members, offered, answered, abandoned = await pipe.execute()
-        seats = seat_states(members)
+            pipe.hgetall(f"{self.prefix}:seats")
+            pipe.hgetall(f"{self.prefix}:today:{day}")
+            waiting, members, seat_records, sums = await pipe.execute()
+        sums = {k: int(v) for k, v in sums.items()}
+        names = set(self.service_levels) | set(waiting)
+        views: dict[str, dict[str, str]] = {}
+        for field, raw in members.items():
+            queue, _, seat = field.partition(_SEP)
+            views.setdefault(queue, {})[seat] = json.loads(raw)["state"]
+        names |= set(views)
+        names |= {k.split(_SEP, 1)[1] for k in sums if _SEP in k}
+        queues = sorted(names)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zrange(f"{self.prefix}:callers:{queue}", 0, 0, withscores=True)
+            oldest = dict(zip(queues, await pipe.execute()))
+
+        out_queues = {}
+        for queue in queues:
+            counts = dict.fromkeys(SEAT_STATES, 0)
+            for state in views.get(queue, {}).values():
+                counts[state] = counts.get(state, 0) + 1
+            first = oldest[queue][0][1] if oldest[queue] else None
+            figures = _figures(sums, f"{_SEP}{queue}")
+            out_queues[queue] = {
+                "waiting": max(0, int(waiting.get(queue, 0))),
+                "oldest_join": first,
+                "longest_wait": max(0, round(at - first)) if first is not None else 0,
+                "seats": counts,
+                "service_level_seconds": self.service_level(queue),
+                "today": figures,
+                "service_level": _ratio(figures["answered_within_sl"], figures["offered"]),
+            }
+        today = _figures(sums, "")
+        today["queued"] = sums.get("queued", 0)
+        seats = {seat: json.loads(raw) for seat, raw in seat_records.items()}
         by_state: dict[str, int] = {}
-        for state in seats.values():
-            by_state[state] = by_state.get(state, 0) + 1
+        for record in seats.values():
+            by_state[record["state"]] = by_state.get(record["state"], 0) + 1
         return {
             "day": day,
-            "waiting": {q: max(0, int(n)) for q, n in waiting.items()},
-            "today": {"offered": offered, "answered": answered, "abandoned": abandoned},
+            "waiting": {q: v["waiting"] for q, v in out_queues.items() if q in waiting},
+            "today": today,
+            "queues": out_queues,
             "seats": seats,
             "seats_by_state": by_state,
+            "service_level": {
+                "total": _ratio(today["answered_within_sl"], today["queued"]),
+                "queues": {q: v["service_level"] for q, v in out_queues.items()},
+            },
         }
 
 
+def member_state(status: int | None, paused: bool, in_call: bool = False) -> str:
+    """One membership's state from app_queue's Status (AST_DEVICE_*), Paused and InCall."""
+    if status == _RINGING:
+        return "ringing"
+    if status in _ON_CALL or in_call:
+        return "on_call"
+    if paused:
+        return "paused"
+    return _OFF.get(status or 0, "unknown")
+
+
+def seat_state(views: Iterable[dict]) -> tuple[str, str | None]:
+    """(state, pause reason) of a seat from its memberships: ringing or on call if the device is;
+    paused only if paused in every queue (with the first reason given); else the device state."""
+    views = list(views)
+    states = [v["state"] for v in views]
+    for busy in ("on_call", "ringing"):
+        if busy in states:
+            return busy, None
+    free = [s for s in states if s != "paused"]
+    if free:
+        return free[0], None
+    return "paused", next((v.get("reason") for v in views if v.get("reason")), None)
+
+
 def seat_states(members: dict[str, str]) -> dict[str, str]:
-    """One state per seat from its per-queue memberships: paused only if paused in every queue."""
-    seats: dict[str, str] = {}
-    for field, state in members.items():
-        seat = field.split(_SEP, 1)[-1]
-        if seats.get(seat) in (None, "paused"):
-            seats[seat] = state
-    return seats
+    """One state per seat from a P:members hash (``"<queue>\\n<seat>"`` -> JSON view)."""
+    return {seat: seat_state(json.loads(v) for v in mine.values())[0]
+            for seat, mine in _memberships(members).items()}
+
+
+def _memberships(members: dict[str, str]) -> dict[str, dict[str, str]]:
+    by_seat: dict[str, dict[str, str]] = {}
+    for field, raw in members.items():
+        queue, _, seat = field.partition(_SEP)
+        by_seat.setdefault(seat, {})[queue] = raw
+    return by_seat
+
+
+def _figures(sums: dict[str, int], suffix: str) -> dict:
+    def get(name: str) -> int:
+        return sums.get(name + suffix, 0)
+
+    return {
+        "offered": get("offered"), "answered": get("answered"), "abandoned": get("abandoned"),
+        "dropped": get("dropped"), "answered_within_sl": get("answered_within_sl"),
+        "asa": round(get("hold_sum") / get("hold_n"), 1) if get("hold_n") else None,
+        "aht": round(get("talk_sum") / get("talk_n"), 1) if get("talk_n") else None,
+    }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 def _count(value: str | None) -> int | None:

@@ -1,5 +1,5 @@
 """CallStore against real Postgres (rows, idempotence, repeat callers, numbering, rollback), the writer
-task, the run summary, live counters in real Redis, and seats into app_queue."""
+task, the run summary, and seats into app_queue (live views: tests/test_live.py)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,20 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from config.settings import SeatConfig
-from queues.live import LiveStats
 from queues.seats import apply_seats
 from recordings.check import RecordingCheck, check_recording
 from telephony.actions import PbxActions
-from telephony.ami_codec import AmiDecoder, Frame
+from telephony.ami_codec import Frame
 from telephony.ami_protocol import AmiResponse
-from telephony.events import to_event
 from telephony.model import OUTCOMES, FinishedCall, RecordingRef, TimelineEntry
 from workorders.numbering import ORDER_NUMBER, format_order_number, next_order_number, order_day
 from workorders.pipeline import TRANSIENT, CallWriter
 from workorders.reports import run_summary
 from workorders.store import CallStore, RecordResult, is_anonymous
 
-from .conftest import FIXTURES, capture
+from .conftest import FIXTURES
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TABLES = ("calls", "call_events", "recordings", "work_orders", "work_order_events", "order_day_counters")
@@ -549,115 +546,6 @@ async def test_run_summary_counts_one_nodes_calls_from_postgres(store, pg_pool, 
         "calls": 5, "answered": 1, "abandoned": 2, "ivr_hangup": 1, "dropped": 1, "work_orders": 4,
         "calls_without_order": 0, "recordings": 1, "recordings_not_ok": 1}
     assert (await run_summary(pg_pool, "nobody"))["calls"] == 0
-
-
-# --- live counters in Redis (queues/live.py) ------------------------------------------------
-
-@contextlib.asynccontextmanager
-async def live_running(live: LiveStats):
-    task = asyncio.create_task(live.run())
-    try:
-        yield live
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def _forget(redis_client, node: str) -> None:
-    keys = [k async for k in redis_client.scan_iter(f"hotline:{node}:*")]
-    if keys:
-        await redis_client.delete(*keys)
-
-
-def capture_events(name: str) -> list:
-    decoder = AmiDecoder()
-    decoder.receive_data(capture(name))
-    frames = []
-    while (frame := decoder.next_frame()) is not None:
-        frames.append(frame)
-    return [to_event(f) for f in frames if f.event]
-
-
-async def test_live_views_follow_the_abandon_capture_and_a_replay_changes_nothing(redis_client, node_id):
-    events = capture_events("abandon.ami")
-    cut = next(i for i, e in enumerate(events) if e.name == "QueueCallerAbandon")
-    live = LiveStats(redis_client, node_id)
-    try:
-        async with live_running(live):
-            for _ in range(2):  # the same events twice: a replay after a reconnect
-                for e in events[:cut]:
-                    live.push_event(e)
-                assert await live.drain()
-                snap = await live.snapshot(time.time())
-                assert snap["waiting"] == {"hotline-general": 1}
-                assert snap["seats"] == {"Seat 1002": "paused"}
-            for e in events[cut:]:
-                live.push_event(e)
-            assert await live.drain()
-            snap = await live.snapshot(time.time())
-            assert snap["waiting"] == {"hotline-general": 0} and snap["seats"] == {}
-    finally:
-        await _forget(redis_client, node_id)
-
-
-def member_event(name: str, queue: str, seat: str, *, paused: bool = False, status: int = 1):
-    return to_event(Frame((("Event", name), ("Queue", queue), ("MemberName", seat),
-                           ("Interface", "PJSIP/8001"), ("Status", str(status)), ("Paused", "1" if paused else "0"))))
-
-
-async def test_a_seat_in_two_queues_stays_when_it_leaves_one(redis_client, node_id):
-    live = LiveStats(redis_client, node_id)
-    try:
-        async with live_running(live):
-            live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8001"))
-            live.push_event(member_event("QueueMemberAdded", "hotline-business", "Seat 8001", paused=True))
-            live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8002", status=2))
-            assert await live.drain()
-            snap = await live.snapshot(time.time())
-            assert snap["seats"] == {"Seat 8001": "available", "Seat 8002": "on_call"}
-            assert snap["seats_by_state"] == {"available": 1, "on_call": 1}
-            live.push_event(member_event("QueueMemberRemoved", "hotline-general", "Seat 8001"))
-            assert await live.drain()
-            assert (await live.snapshot(time.time()))["seats"] == {"Seat 8001": "paused", "Seat 8002": "on_call"}
-    finally:
-        await _forget(redis_client, node_id)
-
-
-async def test_replayed_calls_count_once_on_the_call_day_in_shanghai(redis_client, node_id):
-    late = datetime(2024, 3, 1, 23, 59, 59, tzinfo=SHANGHAI).timestamp()  # 15:59:59 UTC
-    live = LiveStats(redis_client, node_id)
-    answered, missed = make_call(at=late), make_call(outcome="queue_timeout", at=late)
-    try:
-        async with live_running(live):
-            for call in (answered, missed, answered, missed, answered):
-                live.push_call(call)
-            assert await live.drain()
-        snap = await live.snapshot(late)
-        assert snap["day"] == "2024-03-01"
-        assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1}
-        assert (await live.snapshot(late + 1))["today"] == {"offered": 0, "answered": 0, "abandoned": 0}
-    finally:
-        await _forget(redis_client, node_id)
-
-
-async def test_redis_down_never_reaches_the_caller_and_counters_recover(redis_client, node_id):
-    down = aioredis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=1)
-    live = LiveStats(down, node_id, retry_interval=0.01)
-    calls = [make_call(), make_call(caller="13900005555", outcome="abandoned")]
-    try:
-        async with live_running(live):
-            for call in calls:
-                live.push_call(call)      # never waits, never raises
-            live.push_event(capture_events("abandon.ami")[0])
-            assert await live.drain()
-            assert not live.healthy
-            live.redis = redis_client     # Redis is back
-            await until(lambda: live.healthy, "the live views to recover")
-        snap = await live.snapshot(calls[0].started_at)
-        assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1}
-    finally:
-        await down.aclose()
-        await _forget(redis_client, node_id)
 
 
 # --- seats into app_queue (queues/seats.py) -------------------------------------------------

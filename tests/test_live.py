@@ -1,0 +1,362 @@
+"""Live views in real Redis (queues/live.py): the captures and synthetic calls through LiveStats,
+replays, service level / ASA / AHT, longest wait, seat states, the published messages, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis.asyncio as aioredis
+
+from config.settings import QueueConfig
+from queues.live import LiveStats, member_state, seat_states
+from telephony.ami_codec import Frame
+from telephony.events import to_event
+from telephony.model import FinishedCall
+from tests.conftest import capture
+from tests.test_ami_captures import finished_calls, frames_of
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NOON = datetime(2024, 3, 1, 12, 0, 0, tzinfo=SHANGHAI).timestamp()
+_ids = itertools.count(1)
+
+
+@contextlib.asynccontextmanager
+async def live_running(live: LiveStats):
+    task = asyncio.create_task(live.run())
+    try:
+        yield live
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(predicate, what: str, timeout: float = 30.0) -> None:
+    """Poll an async or plain predicate; the limit only turns a hang into a clear failure."""
+    async def poll():
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"never happened: {what}") from None
+
+
+def capture_events(name: str) -> list:
+    return [to_event(f) for f in frames_of(capture(name)) if f.event]
+
+
+def call(outcome: str = "answered", *, queue: str | None = "hotline-general", hold: int | None = 4,
+         talk: int | None = 13, at: float = NOON, linkedid: str | None = None) -> FinishedCall:
+    answered = outcome == "answered"
+    return FinishedCall(
+        node="pbx-a", linkedid=linkedid or f"1795314872.{next(_ids)}", caller_number="13800138000",
+        caller_name=None, started_at=at, answered_at=at + 7 if answered else None, ended_at=at + 20,
+        outcome=outcome, queue=queue, hold_seconds=hold, talk_seconds=talk if answered else None,
+        seat="Seat 8001" if answered else None)
+
+
+def caller_event(name: str, queue: str, uniqueid: str, at: float, count: int | None = None):
+    headers = [("Event", name), ("Timestamp", f"{at:.6f}"), ("Uniqueid", uniqueid), ("Linkedid", uniqueid),
+               ("Queue", queue), ("Position", "1")]
+    if count is not None:
+        headers.append(("Count", str(count)))
+    return to_event(Frame(headers))
+
+
+def member_event(name: str, queue: str, seat: str, *, paused: bool = False, status: int = 1, at: float = NOON,
+                 reason: str = "", in_call: bool = False):
+    return to_event(Frame((("Event", name), ("Timestamp", f"{at:.6f}"), ("Queue", queue), ("MemberName", seat),
+                           ("Interface", "PJSIP/8001"), ("InCall", "1" if in_call else "0"), ("Status", str(status)),
+                           ("Paused", "1" if paused else "0"), ("PausedReason", reason))))
+
+
+def states(snap: dict) -> dict[str, str]:
+    return {seat: record["state"] for seat, record in snap["seats"].items()}
+
+
+# --- queues and seats from the captures ---------------------------------------------------------
+
+async def test_live_views_follow_the_abandon_capture_and_a_replay_changes_nothing(redis_client, node_id):
+    events = capture_events("abandon.ami")
+    cut = next(i for i, e in enumerate(events) if e.name == "QueueCallerAbandon")
+    joined = next(e for e in events if e.name == "QueueCallerJoin").timestamp   # 1795314902.730845
+    live = LiveStats(redis_client, node_id)
+    async with live_running(live):
+        for _ in range(2):  # the same events twice: a replay after a reconnect
+            for e in events[:cut]:
+                live.push_event(e)
+            assert await live.drain()
+            snap = await live.snapshot(joined + 7.2)
+            assert snap["waiting"] == {"hotline-general": 1}
+            assert states(snap) == {"Seat 1002": "paused"}
+            assert snap["seats"]["Seat 1002"]["reason"] == "break"
+            queue = snap["queues"]["hotline-general"]
+            assert queue["waiting"] == 1 and queue["oldest_join"] == joined
+            assert queue["longest_wait"] == 7              # by the join Timestamp, Asterisk's clock
+            assert queue["seats"] == {"available": 0, "paused": 1, "on_call": 0, "ringing": 0,
+                                      "unavailable": 0, "unknown": 0}
+        for e in events[cut:]:
+            live.push_event(e)
+        assert await live.drain()
+        snap = await live.snapshot(joined + 30)
+        assert snap["waiting"] == {"hotline-general": 0} and snap["seats"] == {}
+        assert snap["queues"]["hotline-general"]["longest_wait"] == 0
+        assert snap["queues"]["hotline-general"]["oldest_join"] is None
+
+
+async def test_seat_states_and_since_follow_the_agi_errors_capture(redis_client, node_id):
+    events = capture_events("agi_errors.ami")
+    statuses = [e for e in events if e.name == "QueueMemberStatus"]
+    assert [e.status for e in statuses] == [2, 1]
+    live = LiveStats(redis_client, node_id)
+    async with live_running(live):
+        for e in events[:events.index(statuses[0]) + 1]:
+            live.push_event(e)
+        assert await live.drain()
+        seat = (await live.snapshot(statuses[0].timestamp))["seats"]["Seat 1003"]
+        assert seat["state"] == "on_call" and seat["since"] == statuses[0].timestamp
+        assert seat["interface"] == "Local/1003@agents/n" and seat["queues"] == ["hotline-general"]
+        for e in events[:events.index(statuses[1]) + 1]:   # a replay from the start, then on
+            live.push_event(e)
+        assert await live.drain()
+        snap = await live.snapshot(statuses[1].timestamp)
+        assert snap["seats"]["Seat 1003"]["state"] == "available"
+        assert snap["seats"]["Seat 1003"]["since"] == statuses[1].timestamp
+        assert snap["queues"]["hotline-general"]["seats"]["available"] == 1
+        live.push_event(statuses[1])                         # the same state again: since is kept
+        live.push_event(member_event("QueueMemberStatus", "hotline-general", "Seat 1003",
+                                     at=statuses[1].timestamp + 60))
+        assert await live.drain()
+        assert (await live.snapshot(statuses[1].timestamp))["seats"]["Seat 1003"]["since"] == statuses[1].timestamp
+
+
+async def test_a_seat_in_two_queues_stays_when_it_leaves_one(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    async with live_running(live):
+        live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8001"))
+        live.push_event(member_event("QueueMemberAdded", "hotline-business", "Seat 8001", paused=True,
+                                     reason="lunch"))
+        live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8002", status=2))
+        assert await live.drain()
+        snap = await live.snapshot(NOON)
+        assert states(snap) == {"Seat 8001": "available", "Seat 8002": "on_call"}
+        assert snap["seats_by_state"] == {"available": 1, "on_call": 1}
+        assert snap["queues"]["hotline-general"]["seats"]["available"] == 1
+        assert snap["queues"]["hotline-general"]["seats"]["on_call"] == 1
+        assert snap["queues"]["hotline-business"]["seats"]["paused"] == 1
+        live.push_event(member_event("QueueMemberRemoved", "hotline-general", "Seat 8001", at=NOON + 5))
+        assert await live.drain()
+        snap = await live.snapshot(NOON + 5)
+        assert states(snap) == {"Seat 8001": "paused", "Seat 8002": "on_call"}
+        assert snap["seats"]["Seat 8001"]["reason"] == "lunch" and snap["seats"]["Seat 8001"]["since"] == NOON + 5
+        assert snap["seats"]["Seat 8001"]["queues"] == ["hotline-business"]
+
+
+@pytest.mark.parametrize("status, paused, in_call, state", [
+    (0, False, False, "unknown"), (1, False, False, "available"), (2, False, False, "on_call"),
+    (3, False, False, "on_call"), (4, False, False, "unavailable"), (5, False, False, "unavailable"),
+    (6, False, False, "ringing"), (7, False, False, "on_call"), (8, False, False, "on_call"),
+    (1, True, False, "paused"), (5, True, False, "paused"), (2, True, False, "on_call"), (6, True, False, "ringing"),
+    (1, False, True, "on_call"), (None, False, False, "unknown"),
+])
+def test_member_state_follows_the_device_state_numbers(status, paused, in_call, state):
+    assert member_state(status, paused, in_call) == state
+
+
+def test_seat_states_of_a_members_hash():
+    members = {"q1\nSeat 1": json.dumps({"state": "paused"}), "q2\nSeat 1": json.dumps({"state": "available"}),
+               "q1\nSeat 2": json.dumps({"state": "paused"}), "q2\nSeat 3": json.dumps({"state": "ringing"}),
+               "q1\nSeat 3": json.dumps({"state": "paused"})}
+    assert seat_states(members) == {"Seat 1": "available", "Seat 2": "paused", "Seat 3": "ringing"}
+
+
+async def test_longest_wait_is_the_oldest_caller_still_waiting(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    q = "hotline-general"
+    async with live_running(live):
+        live.push_event(caller_event("QueueCallerJoin", q, "a", NOON, 1))
+        live.push_event(caller_event("QueueCallerJoin", q, "b", NOON + 10, 2))
+        live.push_event(caller_event("QueueCallerJoin", "hotline-business", "c", NOON + 20, 1))
+        assert await live.drain()
+        snap = await live.snapshot(NOON + 30)
+        assert snap["queues"][q]["longest_wait"] == 30 and snap["queues"][q]["waiting"] == 2
+        assert snap["queues"]["hotline-business"]["longest_wait"] == 10
+        live.push_event(caller_event("QueueCallerAbandon", q, "a", NOON + 31))
+        assert await live.drain()
+        assert (await live.snapshot(NOON + 40))["queues"][q]["longest_wait"] == 30   # b joined at +10
+        # b's Leave is lost (AMI outage); d joins: Count 1 says only d waits, b is dropped
+        live.push_event(caller_event("QueueCallerLeave", q, "a", NOON + 32, 1))
+        live.push_event(caller_event("QueueCallerJoin", q, "d", NOON + 50, 1))
+        assert await live.drain()
+        snap = await live.snapshot(NOON + 60)
+        assert snap["queues"][q]["waiting"] == 1 and snap["queues"][q]["longest_wait"] == 10
+        live.push_event(to_event(Frame((("Event", "QueueParams"), ("Queue", q), ("Calls", "0")))))
+        assert await live.drain()
+        snap = await live.snapshot(NOON + 60)
+        assert snap["queues"][q]["waiting"] == 0 and snap["queues"][q]["longest_wait"] == 0
+
+
+# --- today's figures ----------------------------------------------------------------------------
+
+async def test_replayed_calls_count_once_on_the_call_day_in_shanghai(redis_client, node_id):
+    late = datetime(2024, 3, 1, 23, 59, 59, tzinfo=SHANGHAI).timestamp()  # 15:59:59 UTC
+    live = LiveStats(redis_client, node_id)
+    answered, missed = call(at=late), call("queue_timeout", at=late, hold=120)
+    async with live_running(live):
+        for c in (answered, missed, answered, missed, answered):
+            live.push_call(c)
+        assert await live.drain()
+    snap = await live.snapshot(late)
+    assert snap["day"] == "2024-03-01"
+    assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1, "dropped": 0, "answered_within_sl": 1,
+                             "asa": 4.0, "aht": 13.0, "queued": 2}
+    empty = (await live.snapshot(late + 1))["today"]
+    assert empty == {"offered": 0, "answered": 0, "abandoned": 0, "dropped": 0, "answered_within_sl": 0,
+                     "asa": None, "aht": None, "queued": 0}
+
+
+async def test_service_level_asa_and_aht_per_queue_and_in_total(redis_client, node_id):
+    queues = [QueueConfig(name="hotline-general"), QueueConfig(name="hotline-leader", purpose="leader",
+                                                               service_level=30)]
+    live = LiveStats(redis_client, node_id, queues=queues)
+    calls = [
+        call(hold=0, talk=60), call(hold=15, talk=120), call(hold=16, talk=30),        # general: 2 of 3 in 15 s
+        call("abandoned", hold=40), call("queue_timeout", hold=120), call("dropped", hold=3),
+        call(queue="hotline-leader", hold=25, talk=300), call(queue="hotline-leader", hold=31, talk=100),
+        call("ivr_hangup", queue=None, hold=None),                                     # offered, never queued
+    ]
+    async with live_running(live):
+        for _ in range(2):   # a replay: the same numbers
+            for c in calls:
+                live.push_call(c)
+            assert await live.drain()
+            snap = await live.snapshot(NOON)
+            general, leader = snap["queues"]["hotline-general"], snap["queues"]["hotline-leader"]
+            assert general["today"] == {"offered": 6, "answered": 3, "abandoned": 2, "dropped": 1,
+                                        "answered_within_sl": 2, "asa": 10.3, "aht": 70.0}
+            assert general["service_level_seconds"] == 15 and general["service_level"] == round(2 / 6, 4)
+            assert leader["today"] == {"offered": 2, "answered": 2, "abandoned": 0, "dropped": 0,
+                                       "answered_within_sl": 1, "asa": 28.0, "aht": 200.0}
+            assert leader["service_level_seconds"] == 30 and leader["service_level"] == 0.5
+            assert snap["today"] == {"offered": 9, "queued": 8, "answered": 5, "abandoned": 2, "dropped": 1,
+                                     "answered_within_sl": 3, "asa": round(87 / 5, 1), "aht": 122.0}
+            assert snap["service_level"] == {"total": round(3 / 8, 4),
+                                             "queues": {"hotline-general": round(2 / 6, 4), "hotline-leader": 0.5}}
+
+
+async def test_calls_of_the_captures_through_the_tracker(redis_client, node_id):
+    calls = [c for name in ("answered.ami", "abandon.ami", "agi_errors.ami", "ivr_hangup.ami")
+             for c in finished_calls(capture(name))[0]]
+    live = LiveStats(redis_client, node_id, service_level=20)
+    async with live_running(live):
+        for c in calls + calls:
+            live.push_call(c)
+        assert await live.drain()
+    snap = await live.snapshot(calls[0].started_at)
+    # answered (hold 0, talk 6) twice, abandoned after 10 s, abandoned in the leader queue, an IVR hang-up
+    assert snap["today"] == {"offered": 5, "queued": 4, "answered": 2, "abandoned": 2, "dropped": 0,
+                             "answered_within_sl": 2, "asa": 0.0, "aht": 6.0}
+    assert snap["queues"]["hotline-leader"]["today"]["abandoned"] == 1
+    assert snap["queues"]["hotline-general"]["service_level_seconds"] == 20
+    assert snap["service_level"]["total"] == 0.5
+
+
+# --- published messages -------------------------------------------------------------------------
+
+async def test_a_subscriber_receives_what_changed(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"hotline:{node_id}:live")
+    received: list[dict] = []
+
+    async def take(n: int) -> list[dict]:
+        async def more():
+            while True:
+                m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if m is not None:
+                    received.append(json.loads(m["data"]))
+                    return
+        while len(received) < n:
+            await asyncio.wait_for(more(), 30)   # the limit only turns a hang into a failure
+        out = received[:n]
+        del received[:n]
+        return out
+
+    answered = call(hold=5, talk=42)
+    try:
+        async with live_running(live):
+            live.push_event(caller_event("QueueCallerJoin", "hotline-general", "u1", NOON, 1))
+            live.push_event(member_event("QueueMemberPause", "hotline-general", "Seat 8001", paused=True,
+                                         reason="break", at=NOON + 1))
+            live.push_call(answered)
+            live.push_call(answered)   # a replay: nothing published
+            live.push_event(member_event("QueueMemberRemoved", "hotline-general", "Seat 8001", at=NOON + 2))
+            assert await live.drain()
+            assert await take(4) == [
+                {"type": "queue", "queue": "hotline-general", "waiting": 1, "oldest": NOON},
+                {"type": "seat", "seat": "Seat 8001", "queue": "hotline-general", "member": "paused",
+                 "state": "paused", "since": NOON + 1, "reason": "break"},
+                {"type": "call", "day": "2024-03-01", "queue": "hotline-general", "outcome": "answered",
+                 "hold": 5, "talk": 42, "within_sl": True},
+                {"type": "seat", "seat": "Seat 8001", "queue": "hotline-general", "member": None,
+                 "state": "offline", "since": NOON + 2, "reason": None},
+            ]
+            assert received == []
+    finally:
+        await pubsub.aclose()
+
+
+# --- Redis down -----------------------------------------------------------------------------------
+
+async def test_redis_down_never_reaches_the_caller_and_counters_recover(redis_client, node_id):
+    down = aioredis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=1)
+    live = LiveStats(down, node_id, retry_interval=0.01)
+    calls = [call(), call("abandoned")]
+    try:
+        async with live_running(live):
+            for c in calls:
+                live.push_call(c)      # never waits, never raises
+            live.push_event(capture_events("abandon.ami")[0])
+            assert await live.drain()
+            assert not live.healthy
+            live.redis = redis_client     # Redis is back
+            await until(lambda: live.healthy, "the live views to recover")
+        snap = await live.snapshot(calls[0].started_at)
+        assert snap["today"]["offered"] == 2 and snap["today"]["answered"] == 1 and snap["today"]["abandoned"] == 1
+    finally:
+        await down.aclose()
+
+
+async def test_a_real_redis_outage_then_the_figures_catch_up(private_redis):
+    client, server = private_redis
+    live = LiveStats(client, "outage", retry_interval=0.01)
+    before, during = call(hold=3, talk=10), [call(hold=20, talk=30), call("abandoned", hold=50)]
+    async with live_running(live):
+        live.push_call(before)          # the script is loaded into this Redis
+        assert await live.drain()
+        assert (await live.snapshot(NOON))["today"]["answered"] == 1
+        server.kill()
+        for c in during:
+            live.push_call(c)           # never waits, never raises
+        live.push_event(caller_event("QueueCallerJoin", "hotline-general", "u9", NOON, 1))
+        live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8001"))
+        assert await live.drain()
+        assert not live.healthy
+        await server.start()            # empty: nothing kept on disk, the script cache is gone too
+        live.push_call(before)          # counted again into the new, empty Redis: once
+        await until(lambda: live.healthy and not live._unsent, "the live views to recover")
+        snap = await live.snapshot(NOON)
+    assert snap["today"] == {"offered": 3, "queued": 3, "answered": 2, "abandoned": 1, "dropped": 0,
+                             "answered_within_sl": 1, "asa": round(23 / 2, 1), "aht": 20.0}
