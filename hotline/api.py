@@ -225,5 +225,10 @@ def _bearer(request: web.Request) -> str | None:
 
 
 def add_api_routes(app: web.Application, pool_key: web.AppKey[asyncpg.Pool]) -> None:
-    """Register the configuration API on ``app``; it uses the pool stored under ``pool_key``."""
-    app.router.add_routes(ConfigApi(pool_key).routes())
+    """Register the configuration API on ``app``; it uses the pool stored under ``pool_key``. The
+    operator actions (hotline/api_operators.py) use the desk stored under its ``OPERATOR_DESK``."""
+    from hotline.api_operators import OperatorApi  # it builds on this module
+
+    config = ConfigApi(pool_key)
+    app.router.add_routes(config.routes())
+    app.router.add_routes(OperatorApi(config).routes())

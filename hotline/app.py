@@ -12,6 +12,7 @@ from aiohttp import web
 
 from config.settings import Settings
 from hotline.api import add_api_routes
+from hotline.api_operators import OPERATOR_DESK
 from hotline.service import HotlineService
 
 log = logging.getLogger("hotline.app")
@@ -40,6 +41,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = HotlineService(app[SETTINGS], app[PG_POOL], app[REDIS])
     app[SERVICE] = service
+    app[OPERATOR_DESK] = service.desk   # the operator actions of the API (first node)
     await service.start()
     yield
     await service.stop()

@@ -13,7 +13,9 @@ it resyncs as owner (seats too). The lease is fail-open: Redis down never stops 
 
 After every AMI login the runner resyncs: CoreStatus (an Asterisk restart?), CoreShowChannels
 (adopt calls in progress, close calls that no longer exist, ``closed_by``), and, as owner, the
-seats' queue membership. A finished call goes to the journal (Redis Stream) first, then to the
+seats' queue membership, then (if the node has an operator desk) the logged-in operators'
+memberships and pauses (``queues.operators.OperatorDesk.reconcile``); the desk gets the owner's
+AMI events. A finished call goes to the journal (Redis Stream) first, then to the
 writer; the journal entry is deleted once the call is committed. Every call is in Redis until
 written: in the open-call store while in progress (flushed every ``flush_interval`` s), in the
 journal once finished. With Redis down, finished calls go straight to the writer (which keeps
@@ -81,6 +83,8 @@ class NodeRunner:
         self._removed: set[str] = set()                 # open-store entries to drop at the next flush
         self._shadow: deque[tuple[float, FinishedCall]] = deque()   # finished while following
         self.active = asyncio.Event()                   # set while this instance owns the node
+        # the operator desk of this node (queues.operators.OperatorDesk), set by the service; None: none
+        self.desk = None
 
     # -- lease: follow always, own while the lease is ours ---------------------------------------
 
@@ -218,13 +222,21 @@ class NodeRunner:
                     await self.open_store.set_boot(boot)
                 except JournalUnavailable:
                     pass   # only needed to notice a restart across a service restart
-                await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues])
+                desk = self.desk
+                if desk is not None:
+                    await desk.refresh()   # the operators' seats, so the static seats' reconcile keeps them
+                await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues],
+                                      keep=desk.manages if desk is not None else None)
+                if desk is not None:
+                    await desk.reconcile(restarted=restarted, reload=False)
 
     # -- events -----------------------------------------------------------------------------------
 
     def on_event(self, event: AmiEvent) -> None:
         if self.owning:
             self.live.push_event(event)
+            if self.desk is not None:
+                self.desk.on_event(event)
         call = self.tracker.feed(event)
         if call is not None:
             self._finished(call)

@@ -21,6 +21,7 @@ from ivr.menu import MenuIvr
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
 from queues.live import LiveStats
+from queues.operators import OperatorDesk
 from telephony.agi_server import FastAgiServer
 from telephony.ami_client import AmiClient
 from telephony.tracker import CallTracker
@@ -58,6 +59,7 @@ class HotlineService:
         *,
         on_written: Callable | None = None,
         owner: str | None = None,
+        no_answer_limit: int = 3,
     ) -> None:
         self.settings = settings
         self.owner = owner or default_owner()
@@ -71,6 +73,12 @@ class HotlineService:
             NodeRunner(node, settings, redis=redis, writer=self.writer, live=self.lives[node.id], owner=self.owner)
             for node in settings.pbx_nodes()
         ]
+        static = [seat.interface for seat in settings.seats]
+        self.desks: dict[str, OperatorDesk] = {}
+        for n in self.nodes:   # one operator desk per node; it changes Asterisk only as the node's owner
+            n.desk = self.desks[n.node.id] = OperatorDesk(
+                n.node.id, pool, redis, n.actions, owning=lambda n=n: n.owning, static_seats=static,
+                no_answer_limit=no_answer_limit)
         self.ivr = MenuIvr(settings)
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
@@ -80,6 +88,10 @@ class HotlineService:
     @property
     def node(self) -> NodeRunner:
         return self.nodes[0]
+
+    @property
+    def desk(self) -> OperatorDesk:
+        return self.desks[self.node.node.id]
 
     @property
     def live(self) -> LiveStats:
@@ -100,7 +112,8 @@ class HotlineService:
         )
         self.agi.add_route("ivr", self.ivr, on_error=self.ivr.safe_route)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
-        coros = [self.writer.run(), *(live.run() for live in self.lives.values()), *(n.run() for n in self.nodes)]
+        coros = [self.writer.run(), *(live.run() for live in self.lives.values()),
+                 *(desk.run() for desk in self.desks.values()), *(n.run() for n in self.nodes)]   # nodes last: see stop
         self._tasks = [asyncio.create_task(coro) for coro in coros]
 
     async def wait_ready(self, timeout: float) -> None:

@@ -300,6 +300,13 @@ class OperatorMachine:
         self.state = replace(s, awaiting=want, awaiting_at=now)
         return Step(self.state, (JoinQueues(s.seat), _seat_command(s.seat, want)))
 
+    def calls_gone(self, now: float) -> Step:
+        """Asterisk restarted: no ring or call survived it; end them (a pending pause applies)."""
+        s = self.state
+        if s.status not in (Status.RINGING, Status.ON_CALL):
+            return Step(s, ())
+        return self._commit(self._end_busy(s, now), [], "asterisk restart", now)
+
     # ---- AMI events -------------------------------------------------------------------
     def apply(self, event: AmiEvent, now: float) -> Step:
         """Apply one AMI event if it is about this operator's seat; never raises for odd events."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from config.settings import SeatConfig
 from telephony.actions import PbxActions
@@ -48,8 +48,12 @@ class ReconcileReport:
     refused: int
 
 
-async def reconcile_seats(actions: PbxActions, seats: Sequence[SeatConfig], queues: Iterable[str]) -> ReconcileReport:
-    """Bring app_queue's members of the service's ``queues`` in line with the configured seats."""
+async def reconcile_seats(actions: PbxActions, seats: Sequence[SeatConfig], queues: Iterable[str],
+                          keep: Callable[[str], bool] | None = None) -> ReconcileReport:
+    """Bring app_queue's members of the service's ``queues`` in line with the configured seats.
+
+    ``keep(interface)``: a dynamic member managed elsewhere (an operator's login, queues.operators)
+    that is left alone here."""
     managed = set(queues)
     want = {(q, seat.interface): seat for seat in seats for q in seat.queues}
     status = await actions.queue_status()
@@ -75,7 +79,7 @@ async def reconcile_seats(actions: PbxActions, seats: Sequence[SeatConfig], queu
             refused += 1
             log.error("seats: %s (%s) in queue %s not reconciled: %s", seat.name, interface, queue, exc)
     for (queue, interface), member in have.items():
-        if (queue, interface) in want:
+        if (queue, interface) in want or (keep is not None and keep(interface)):
             continue
         if member.get("Membership") != "dynamic":
             log.warning("seats: static member %s of %s is not a configured seat (left as it is)", interface, queue)
