@@ -68,7 +68,7 @@ class HotlineService:
         self.writer = CallWriter(
             self.store, min_recording_seconds=settings.min_recording_seconds, on_written=self._written
         )
-        self.lives = {node.id: LiveStats(redis, node.id, settings.timezone) for node in settings.pbx_nodes()}
+        self.lives = {node.id: LiveStats(redis, node.id, settings.timezone, queues=settings.queues) for node in settings.pbx_nodes()}
         self.nodes = [
             NodeRunner(node, settings, redis=redis, writer=self.writer, live=self.lives[node.id], owner=self.owner)
             for node in settings.pbx_nodes()
