@@ -1,7 +1,7 @@
 """A PBX simulator that speaks AMI and dials FastAGI like the Asterisk 22 of the captures."""
 
-from telephony.simulator.caller import ScriptedCaller, SimCallResult
+from telephony.simulator.caller import ScriptedCaller, SimCallResult, SimOriginateResult
 from telephony.simulator.core import SeatBehaviour
 from telephony.simulator.pbx import PbxSimulator
 
-__all__ = ["PbxSimulator", "ScriptedCaller", "SeatBehaviour", "SimCallResult"]
+__all__ = ["PbxSimulator", "ScriptedCaller", "SeatBehaviour", "SimCallResult", "SimOriginateResult"]

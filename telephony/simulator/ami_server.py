@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from telephony.ami_codec import AmiDecoder, Frame, encode_frame
 from telephony.errors import AmiProtocolError, UnsafeValue
+from telephony.simulator import transfer_actions
 from telephony.simulator.ami_actions import AmiActions, Headers, error, response
 from telephony.simulator.bus import SECURITY
 
@@ -220,6 +221,7 @@ class AmiServer:
     def __init__(self, core: PbxCore, tasks: set[asyncio.Task], host: str, port: int) -> None:
         self.core = core
         self.actions = AmiActions(core, tasks)
+        self.actions.handlers.update(transfer_actions.handlers(core))
         self.host, self.port = host, port
         self.sessions: set[AmiSession] = set()
         self._session_tasks: set[asyncio.Task] = set()

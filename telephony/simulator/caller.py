@@ -47,6 +47,27 @@ class SimCallResult:
     recording_path: Path | None
     queue: str | None
     answered: bool = False  # a seat answered (also kept when a PBX restart killed the call)
+    seats: tuple[str, ...] = ()      # every party that talked with the caller, in order (member
+    #                                  names; an attended-transfer target by its interface)
+    transfers: tuple[str, ...] = ()  # "blind:<exten>", "redirect:<exten>", "attended:<exten>" that took effect
+
+
+@dataclass(frozen=True)
+class SimOriginateResult:
+    """What one Originate did (PbxSimulator.originates): the seat rung first, then its target."""
+
+    action_id: str | None
+    channel: str              # the originated channel's name ("" if it was never created)
+    linkedid: str             # its Linkedid (= its Uniqueid: an Originate starts a new call)
+    answered: bool            # the originated seat answered
+    application: str
+    context: str
+    exten: str
+    variables: tuple[tuple[str, str], ...]
+    callee_answered: bool = False      # a callback (hotline-callback): the citizen answered
+    talk_time: int = 0                 # a callback: whole seconds the citizen and the seat talked
+    recording_path: Path | None = None  # a callback: its MixMonitor file
+    spied: tuple[str, ...] = ()        # ChanSpy: the channels spied on, in order
 
 
 class Keypad:

@@ -10,6 +10,11 @@ emits SoftHangupRequest ``;1`` / HangupRequest ``;2`` at once and wakes whatever
 doing (AGI command, queue wait, talk), which then ends its own way. Every ending goes through
 one of two tails that run the hang-up handler and end with the Hangup of ``;2`` (the last event
 of the call); the recording is written and closed before that event.
+
+Transfers (transfer.py): a blind transfer (BlindTransfer of the seat's channel) or a Redirect of
+the caller's channel ends Queue() with the caller sent to ``hotline-transfer,<queue>,1``, which
+runs ``Queue(<queue>,t,,,<max wait>)`` again (then ``NoOp``/``Hangup`` as after the first queue);
+an attended transfer (Atxfer) keeps the caller in the first Queue()'s bridge with the new party.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from telephony.simulator.channels import UP, Channel
 from telephony.simulator.queue import DEVICE_STATES
 from telephony.simulator.queue_app import QueueApp
 from telephony.simulator.seat_legs import DialAttempt
+from telephony.simulator.transfer import TRANSFER_CONTEXT, TransferRequest
 from telephony.simulator.wav import finish_file, start_file
 
 if TYPE_CHECKING:
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hotline.simulator.calls")
 
 INBOUND_CONTEXT, INBOUND_EXTEN = "hotline-inbound", "12345"
+MAX_TRANSFERS = 20  # queue hops of one call (a transfer loop cannot run for ever)
 
 
 class InboundCall:
@@ -64,6 +71,11 @@ class InboundCall:
         self.answered_at = self.c2.created
         self.dials: list[DialAttempt] = []  # the ;2's CDR records: one per seat dialled
         self.abort_outcome = "cancelled"      # the outcome recorded if the task is cancelled
+        self.transfer: TransferRequest | None = None  # asked for by an AMI action, not yet done
+        self.in_bridge: tuple[str, Channel] | None = None  # (bridge, seat channel) while a seat talks
+        self.hung: set[Channel] = set()       # channels the Hangup action hit
+        self.seats: list[str] = []            # every party that talked with the caller
+        self.transfers: list[str] = []        # transfers that took effect
 
     # the citizen
 
@@ -105,7 +117,7 @@ class InboundCall:
             return
         for n, dial in enumerate(self.dials):
             start = c2.created if n == 0 else dial.start
-            end = now if dial.answered or dial.end is None else dial.end
+            end = dial.end if dial.end is not None else now
             cel.cdr(self.bus, c2, dest=c2.exten, dest_context=c2.context, dest_channel=dial.out.name,
                     last_app=app, last_data=data, start=start, answer=max(start, self.answered_at), end=end,
                     disposition="ANSWERED" if dial.answered else "NO ANSWER")
@@ -121,8 +133,14 @@ class InboundCall:
         if chan in (self.c1, self.c2):
             self.citizen_hangs_up()
         else:
+            self.hung.add(chan)
             self.seat_hangup.set()
             self.wake.set()
+
+    def request_transfer(self, request: TransferRequest) -> None:
+        """An AMI action moved the caller (or is moving it) elsewhere: the call's script acts on it."""
+        self.transfer = request
+        self.wake.set()
 
     # variables (AGI and the Getvar / Setvar actions)
 
@@ -170,7 +188,8 @@ class InboundCall:
                 self._patience.cancel()
             self.keys.cancel()
             self.on_done(SimCallResult(self.linkedid, self.caller.number, self.outcome, self.seat_name,
-                                       self.recording, self.queue, self.connected))
+                                       self.recording, self.queue, self.connected, tuple(self.seats),
+                                       tuple(self.transfers)))
 
     async def _script(self) -> None:
         self._ring_in()
@@ -199,13 +218,40 @@ class InboundCall:
         self.queue = queue
         app = QueueApp(self, queue)
         self.outcome = await app.run()
+        seat_name = app.seat_name
+        for _ in range(MAX_TRANSFERS):
+            if self.outcome != "transferred":
+                break
+            app = await self._transferred()
+            if app is None:
+                break
+            self.outcome = await app.run()
+            seat_name = app.seat_name or seat_name
         if self.outcome in ("queue_timeout", "no_queue"):
-            ev.newexten(self.bus, c2, "NoOp", f"after queue {c2.variables.get('QUEUESTATUS', '')}", priority=8)
-            ev.newexten(self.bus, c2, "Hangup", "", priority=9)
+            ev.newexten(self.bus, c2, "NoOp", f"after queue {c2.variables.get('QUEUESTATUS', '')}",
+                        priority=c2.priority + 1)
+            ev.newexten(self.bus, c2, "Hangup", "", priority=c2.priority + 1)
         if self.outcome == "no_queue":
             self.queue = None
-        self.seat_name = app.seat_name
+        self.seat_name = seat_name
         await self._end()
+
+    async def _transferred(self) -> QueueApp | None:
+        """The caller left Queue() for ``context,exten,1`` (a blind transfer or Redirect). In the
+        ``hotline-transfer`` context an extension named after a queue runs Queue(<queue>); any other
+        place has no dialplan in the simulator, so the channel hangs up there."""
+        request, self.transfer = self.transfer, None
+        c2 = self.c2
+        if request is None or request.context != TRANSFER_CONTEXT or request.exten not in self.core.queues:
+            self.outcome = "transfer_failed"
+            ev.newexten(self.bus, c2, "Hangup", "", context=request.context if request else c2.context,
+                        exten=request.exten if request else c2.exten, priority=1)
+            return None
+        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
+        ev.newexten(self.bus, c2, "Queue", f"{request.exten},t,,,{max_wait}", context=request.context,
+                    exten=request.exten, priority=1)
+        self.queue = request.exten
+        return QueueApp(self, request.exten)
 
     def _route(self) -> str:
         """The queue, as the generated dialplan picks it: HOTLINE_QUEUE if it names a configured

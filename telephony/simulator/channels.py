@@ -85,6 +85,7 @@ class ChannelRegistry:
         self._local_seq = 0
         self._tech_seq: dict[str, int] = defaultdict(int)
         self.live: dict[str, Channel] = {}
+        self.watchers: set = set()  # asyncio.Events set whenever a channel comes or goes (ChanSpy)
         self.processed = 0  # channels that ran dialplan (CoreStatus CoreProcessedCalls)
 
     def _uniqueid(self) -> str:
@@ -96,7 +97,12 @@ class ChannelRegistry:
         if len(self.live) >= self.MAX_LIVE:
             raise RuntimeError("too many live channels in the simulator")
         self.live[chan.name] = chan
+        self._changed()
         return chan
+
+    def _changed(self) -> None:
+        for event in list(self.watchers):
+            event.set()
 
     def local_pair(self, exten: str, context: str, linkedid: str | None = None) -> tuple[Channel, Channel]:
         base = f"Local/{exten}@{context}-{self._local_seq:08x}"
@@ -126,3 +132,4 @@ class ChannelRegistry:
     def forget(self, chan: Channel) -> None:
         chan.gone = True
         self.live.pop(chan.name, None)
+        self._changed()

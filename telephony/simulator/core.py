@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from telephony.simulator import cel
 from telephony.simulator.bus import AGENT, EventBus
 from telephony.simulator.channels import ChannelRegistry
 from telephony.simulator.clock import SimClock
+if TYPE_CHECKING:
+    from telephony.simulator.caller import SimOriginateResult
 from telephony.simulator.queue import (BUSY, INUSE, INVALID, MAX_MEMBERS, NOT_INUSE, ONHOLD, RINGING, RINGINUSE,
                                        UNAVAILABLE, UNKNOWN, CallQueue, DeviceTable, Member, device_name)
 
@@ -62,6 +64,7 @@ class PbxCore:
         self.started_wall = time.time()
         self.agi_refused = False  # fault knob: FastAGI connections fail (PbxSimulator.refuse_agi)
         self.published: dict[str, int] = {}  # cached device states of app_queue (Queue:...) last published
+        self.on_originate: Callable[[SimOriginateResult], None] | None = None  # each Originate's record
 
     # seats
 

@@ -9,6 +9,11 @@ Originate Timeout comes first (Reason 3). An answered seat runs ``Context,Exten,
 ``Application``) and hangs up after its talk time, or earlier on a Hangup action. With
 ``Async: true`` the action answers at once and OriginateResponse (same ActionID) reports the
 outcome; otherwise the response waits for it.
+
+Two targets do more (each its own module): ``Context: hotline-callback`` dials the citizen
+whose number is the Exten (callback.py: the leader or operator callback), and ``Application:
+ChanSpy`` spies on a seat's channel (spy.py: supervisor listen / whisper / barge). Every
+Originate leaves a SimOriginateResult (``core.on_originate``, kept by PbxSimulator.originates).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from telephony.simulator import chanevents as ev
+from telephony.simulator import spy
+from telephony.simulator.callback import CALLBACK_CONTEXT, dial_citizen
+from telephony.simulator.caller import SimOriginateResult
 from telephony.simulator.bus import CALL
 from telephony.simulator.channels import RINGING, UNKNOWN, UP, Channel
 from telephony.simulator.queue import INUSE, RINGING as DEV_RINGING
@@ -25,7 +33,7 @@ from telephony.simulator.queue import INUSE, RINGING as DEV_RINGING
 if TYPE_CHECKING:
     from telephony.simulator.core import PbxCore
 
-KNOWN_CONTEXTS = frozenset({"agents", "agents-noanswer", "default", "caller-bot", "hotline-callback"})
+KNOWN_CONTEXTS = frozenset({"agents", "agents-noanswer", "default", "caller-bot", CALLBACK_CONTEXT})
 MAX_TALK = 4 * 3600.0
 
 
@@ -51,10 +59,20 @@ class OriginateCall:
         self.bus = core.bus
         self.req = req
         self.hangup = asyncio.Event()
+        self.hung: set[Channel] = set()  # channels the Hangup action hit
         self.channels: list[Channel] = []
+        self.answered = False
+        self.callee_answered, self.talk_time, self.recording, self.spied = False, 0, None, ()
 
     def hangup_action(self, chan: Channel) -> None:
+        self.hung.add(chan)
         self.hangup.set()
+
+    def _result(self) -> SimOriginateResult:
+        r, first = self.req, (self.channels[0] if self.channels else None)
+        return SimOriginateResult(r.action_id, first.name if first else "", first.linkedid if first else "",
+                                  self.answered, r.application, r.context, r.exten, r.variables,
+                                  self.callee_answered, self.talk_time, self.recording, tuple(self.spied))
 
     def _response(self, ok: bool, reason: int, chan: Channel | None) -> None:
         r = self.req
@@ -76,6 +94,8 @@ class OriginateCall:
         finally:
             for chan in self.channels:
                 ev.hangup(self.bus, self.core.channels, chan)
+            if self.core.on_originate is not None:
+                self.core.on_originate(self._result())
 
     async def _run(self) -> bool:
         r, bus, chans = self.req, self.bus, self.core.channels
@@ -158,8 +178,15 @@ class OriginateCall:
                 out.context, out.exten = r.context, r.exten
                 out.priority = int(r.priority) if r.priority.isdigit() else 1
             core.set_device_state(seat, INUSE)
+            self.answered = True
             self._response(True, 4, out)
-            await core.clock.wait(self.hangup, min(max(behaviour.talk, 0.0), MAX_TALK))
+            until = core.clock.now() + min(max(behaviour.talk, 0.0), MAX_TALK)
+            if r.application.lower() == "chanspy":
+                self.spied = await spy.chanspy(core, out, r.data, self.hangup, until)
+            elif not r.application and r.context == CALLBACK_CONTEXT and far is None:
+                self.callee_answered, self.talk_time, self.recording = await dial_citizen(self, out, until)
+            else:
+                await core.clock.wait(self.hangup, until - core.clock.now())
             talk_end = far if far is not None else out
             ev.hangup_request(bus, talk_end, soft=True)
             if far is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from telephony.simulator.ami_server import AmiServer
-from telephony.simulator.caller import ScriptedCaller, SimCallResult
+from telephony.simulator.caller import ScriptedCaller, SimCallResult, SimOriginateResult
 from telephony.simulator.calls import InboundCall
 from telephony.simulator.clock import SimClock
 from telephony.simulator.core import PbxCore, SeatBehaviour, SimConfig
@@ -33,6 +33,7 @@ from telephony.simulator.queue import CallQueue
 log = logging.getLogger("hotline.simulator")
 
 MAX_CALLS = 1000  # calls and originates running at once
+MAX_RECORDS = 100_000  # Originate records kept
 
 
 class PbxSimulator:
@@ -52,6 +53,7 @@ class PbxSimulator:
         self._port = int(ami_port)
         self.seats: dict[str, SeatBehaviour] = {}
         self.results: dict[str, SimCallResult] = {}
+        self.originates: list[SimOriginateResult] = []  # every Originate that ran, in the order they ended
         self.core: PbxCore | None = None
         self._server: AmiServer | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -74,6 +76,7 @@ class PbxSimulator:
         clock = SimClock(self.speed, None if self._sim_time is None else self._sim_time + 1.0)
         self.core = PbxCore(clock, self.config, self.seats)
         self.core.agi_refused = self._agi_refused
+        self.core.on_originate = self._record_originate
         server = AmiServer(self.core, self._tasks, self.ami_host, self._port)
         self._port = await server.start()
         self._server = server
@@ -100,6 +103,10 @@ class PbxSimulator:
 
     def _record(self, result: SimCallResult) -> None:
         self.results[result.linkedid] = result
+
+    def _record_originate(self, result: SimOriginateResult) -> None:
+        if len(self.originates) < MAX_RECORDS:
+            self.originates.append(result)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

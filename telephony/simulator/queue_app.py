@@ -9,7 +9,9 @@ each is dialled (its channel(s), AgentCalled, DialBegin) and rung for the queue'
 channels hang up, then ``retry`` seconds before the next try. Answer: DialEnd ANSWER, MOH stop,
 QueueCallerLeave, AgentConnect (HoldTime and RingTime in s), a basic bridge with both channels;
 then whoever hangs up first (the seat after its talk time, or the citizen) ends it with
-AgentComplete (TalkTime, Reason agent|caller), BridgeLeave x2 and BridgeDestroy.
+AgentComplete (TalkTime, Reason agent|caller), BridgeLeave x2 and BridgeDestroy. While they
+talk, an AMI transfer (transfer.py) may end it instead: Queue() then returns "transferred"
+(blind transfer, Redirect) or the caller stays in this bridge with the new party (attended).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from telephony.simulator import chanevents as ev
-from telephony.simulator import seat_legs
+from telephony.simulator import seat_legs, transfer
 from telephony.simulator.bus import AGENT
 from telephony.simulator.channels import Channel
 from telephony.simulator.queue import INUSE, Entry, Member
@@ -222,35 +224,53 @@ class QueueApp:
             ev.newexten(bus, far, "PlayTones", "440/1500,0/500", priority=2)
             ev.newexten(bus, far, "Wait", f"{leg.behaviour.talk:g}", priority=3)
         self.seat_name = member.name
+        call.seats.append(member.name)
         call.seat_hangup.clear()
+        call.hung.clear()
         started = self.clock.now()
         scripted = min(max(leg.behaviour.talk, 0.0), MAX_TALK)
-        by_caller = await self._talk(scripted)
+        deadline = started + scripted
+        call.in_bridge = (bridge, out)  # what BlindTransfer / Redirect / Atxfer may act on
+        try:
+            end = await self._talk(deadline)
+            while end == "attended":
+                end = await transfer.consult(self, leg, bridge, hold, started, deadline)
+        finally:
+            call.in_bridge = None
+        if end in ("blind", "redirect"):
+            transfer.leave_for_dialplan(self, leg, bridge, hold, _secs(self.clock.now() - started), end)
+            return "transferred"
+        if end == "completed":
+            return "answered"
         # a seat that hangs up on schedule talked exactly its scripted time: the event loop's own
         # latency (multiplied by the speed factor) must not turn 6 s of talk into 7
-        ended_on_schedule = not by_caller and not call.seat_hangup.is_set()
-        self.talked = scripted if ended_on_schedule else self.clock.now() - started
+        self.talked = scripted if end == "schedule" else self.clock.now() - started
         talk = _secs(self.talked)
-        if by_caller:
+        if end == "caller":
             self._caller_ends(leg, bridge, hold, talk)
         else:
             self._seat_ends(leg, bridge, hold, talk)
         self._vars(c2, q.variables())
         return "answered"
 
-    async def _talk(self, seconds: float) -> bool:
-        """Wait out the talk time; True if the citizen hung up first."""
+    async def _talk(self, deadline: float) -> str:
+        """Wait out the talk: "caller" (the citizen hung up), "seat" (the Hangup action hit the
+        seat), "schedule" (its talk time is over), or the kind of transfer an AMI action asked for
+        ("blind", "redirect", "attended")."""
         call = self.call
-        deadline = self.clock.now() + seconds
         for _ in range(MAX_ROUNDS):
             if call.gone.is_set():
-                return True
+                return "caller"
+            if call.transfer is not None:
+                return call.transfer.kind
+            if call.seat_hangup.is_set():
+                return "seat"
             left = deadline - self.clock.now()
-            if call.seat_hangup.is_set() or left <= 0:
-                return False
+            if left <= 0:
+                return "schedule"
             call.wake.clear()
             await self.clock.wait(call.wake, left)
-        return False
+        return "schedule"
 
     def _seat_done(self, leg: RingLeg, hold: int, talk: int, reason: str) -> None:
         member = leg.member
