@@ -81,3 +81,59 @@ class PbxActions:
         if not resp.success:
             raise AmiError(f"CoreShowChannels: {resp.message}")
         return resp
+
+    # -- calls: transfers, originates, hang-ups (leader hotline, callbacks, supervision) --------
+
+    async def _call_action(self, action: str, fields: dict) -> AmiResponse:
+        resp = await self.client.send_action(action, fields)
+        if not resp.success:
+            raise AmiError(f"{action} {fields.get('Channel', '')}: {resp.message}")
+        return resp
+
+    async def blind_transfer(self, channel: str, context: str, exten: str) -> AmiResponse:
+        """Transfer the party bridged with ``channel`` (a seat's channel, AgentConnect DestChannel)
+        to ``exten@context``; app_queue then reports AgentComplete with Reason: transfer."""
+        return await self._call_action("BlindTransfer", {"Channel": channel, "Context": context, "Exten": exten})
+
+    async def atxfer(self, channel: str, context: str, exten: str) -> AmiResponse:
+        """Attended transfer from a seat's channel: consult ``exten@context``; it completes when the
+        seat hangs up (AttendedTransfer event)."""
+        return await self._call_action("Atxfer", {"Channel": channel, "Context": context, "Exten": exten})
+
+    async def redirect(self, channel: str, context: str, exten: str, priority: int = 1) -> AmiResponse:
+        return await self._call_action(
+            "Redirect", {"Channel": channel, "Context": context, "Exten": exten, "Priority": priority})
+
+    async def originate(
+        self,
+        channel: str,
+        *,
+        context: str | None = None,
+        exten: str | None = None,
+        priority: int = 1,
+        application: str | None = None,
+        data: str | None = None,
+        caller_id: str | None = None,
+        timeout_ms: int = 30000,
+        variables: dict[str, str] | None = None,
+    ) -> AmiResponse:
+        """Originate ``channel`` first, then an extension or an application (Async: the result comes
+        later as an OriginateResponse event with this action's ActionID, kept in the answer)."""
+        if (application is None) == (exten is None):
+            raise ValueError("originate needs either exten (with context) or application")
+        for name, value in (variables or {}).items():
+            # Asterisk splits a Variable header on ',' too: a comma would start another variable.
+            if "," in name or "," in str(value) or "=" in name:
+                raise ValueError(f"originate variable {name!r}: ',' and '=' are not allowed")
+        fields: dict[str, object] = {"Channel": channel, "Timeout": timeout_ms, "Async": "true",
+                                     "CallerID": caller_id}
+        if application is not None:
+            fields.update(Application=application, Data=data)
+        else:
+            fields.update(Context=context, Exten=exten, Priority=priority)
+        if variables:
+            fields["Variable"] = [f"{k}={v}" for k, v in variables.items()]   # one header each
+        return await self._call_action("Originate", fields)
+
+    async def hangup(self, channel: str, cause: int = 16) -> AmiResponse:
+        return await self._call_action("Hangup", {"Channel": channel, "Cause": cause})
