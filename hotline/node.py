@@ -222,13 +222,22 @@ class NodeRunner:
                     await self.open_store.set_boot(boot)
                 except JournalUnavailable:
                     pass   # only needed to notice a restart across a service restart
-                desk = self.desk
+                desk, keep = self.desk, None
                 if desk is not None:
-                    await desk.refresh()   # the operators' seats, so the static seats' reconcile keeps them
+                    try:
+                        await desk.refresh()   # the operators' seats, so the static seats' reconcile keeps them
+                        keep = desk.manages
+                    except Exception as exc:  # noqa: BLE001 - Postgres down must not cut the AMI link
+                        log.warning("node %s: operators not reloaded (%s); no member removed this time",
+                                    self.node.id, exc)
+                        desk, keep = None, (lambda _interface: True)
                 await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues],
-                                      keep=desk.manages if desk is not None else None)
+                                      keep=keep)
                 if desk is not None:
-                    await desk.reconcile(restarted=restarted, reload=False)
+                    try:
+                        await desk.reconcile(restarted=restarted, reload=False)
+                    except Exception as exc:  # noqa: BLE001 - the next login reconciles again
+                        log.warning("node %s: operators not reconciled (%s)", self.node.id, exc)
 
     # -- events -----------------------------------------------------------------------------------
 
