@@ -292,6 +292,67 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
     )
 
 
+# --------------------------------------------------------------------------- leader hotline
+
+TRANSFER_CONTEXT = "hotline-transfer"
+SEATS_CONTEXT = "hotline-seats"
+CALLBACK_CONTEXT = "hotline-callback"
+CALLBACK_TRUNK = "hotline-trunk"
+SEAT_RING_SECONDS = 30
+CALLBACK_RING_SECONDS = 60
+_SEAT_EXTEN = re.compile(r"^PJSIP/([A-Za-z0-9_-]+)$")
+
+
+def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -> str:
+    """The contexts the leader hotline's AMI actions use (queues/leader.py), for extensions.conf.
+
+    ``[hotline-transfer]``: a BlindTransfer target, one extension per configured queue (nothing
+    else is reachable), the caller re-queued with the queue's max wait. ``[hotline-seats]``: an
+    Atxfer target, one extension per configured PJSIP seat. ``[hotline-callback]``: a leader
+    callback (Originate of the leader seat first), recorded, then the citizen's number (digits
+    only, checked) dialled through the PJSIP endpoint ``trunk``.
+    """
+    names = _queue_names(settings)
+    _check_seats(settings)
+    trunk = _name("trunk", trunk)
+    recordings = _recordings_dir(settings)
+    transfer = []
+    for i, name in enumerate(names):
+        wait = _whole(f"queues[{i}].max_wait", settings.queues[i].max_wait, 1, 9999)
+        transfer.append(f"exten => {name},1,Queue(${{EXTEN}},t,,,{wait})")
+        transfer.append(" same => n,Hangup()")
+    seats = []
+    for seat in settings.seats:
+        m = _SEAT_EXTEN.match(seat.interface)
+        if m:
+            seats.append(f"exten => {m.group(1)},1,Dial(PJSIP/${{EXTEN}},{SEAT_RING_SECONDS})")
+            seats.append(" same => n,Hangup()")
+    return _lines(
+        "; Leader hotline: a seat's blind transfer of its caller into a configured queue (AMI BlindTransfer).",
+        f"[{TRANSFER_CONTEXT}]",
+        transfer,
+        "",
+        "; Leader hotline: a seat's attended transfer to another configured seat (AMI Atxfer; features.conf atxfer).",
+        f"[{SEATS_CONTEXT}]",
+        seats,
+        "",
+        "; Leader callback: the leader seat answered an Originate (HOTLINE_CALLBACK = the work order);",
+        "; record it, then dial the citizen through the trunk. Only a plain number is dialled.",
+        f"[{CALLBACK_CONTEXT}]",
+        "exten => _X.,1,NoOp(Hotline leader callback)",
+        ' same => n,GotoIf($["${REGEX("^[0-9]{3,20}$" ${EXTEN})}" != "1"]?refuse)',
+        f" same => n,MixMonitor({recordings.rstrip('/')}/${{UNIQUEID}}.wav,b)",
+        f" same => n,Dial(PJSIP/${{EXTEN}}@{trunk},{CALLBACK_RING_SECONDS})",
+        " same => n,Hangup()",
+        " same => n(refuse),Hangup()",
+    )
+
+
+def render_features() -> str:
+    """features.conf: the DTMF code of an attended transfer (Atxfer needs one configured)."""
+    return _lines("[featuremap]", "atxfer => *2")
+
+
 # --------------------------------------------------------------------------- queues.conf
 
 
@@ -449,6 +510,8 @@ def render_all(settings: Settings) -> str:
     node = _name("node_id", settings.node_id)
     parts = [
         ("extensions.conf", "add the two contexts; route the 12345 DID to hotline-inbound", render_dialplan(settings)),
+        ("extensions.conf", "add the leader hotline contexts", render_leader_dialplan(settings)),
+        ("features.conf", "merge [featuremap]", render_features()),
         ("queues.conf", "replace or merge [general]; one section per Hotline queue", render_queues(settings)),
         ("manager.conf", "merge [general]; add the service's AMI user", render_manager(settings)),
     ]

@@ -226,9 +226,14 @@ def _bearer(request: web.Request) -> str | None:
 
 def add_api_routes(app: web.Application, pool_key: web.AppKey[asyncpg.Pool]) -> None:
     """Register the configuration API on ``app``; it uses the pool stored under ``pool_key``. The
-    operator actions (hotline/api_operators.py) use the desk stored under its ``OPERATOR_DESK``."""
+    operator actions (hotline/api_operators.py) use the desk stored under its ``OPERATOR_DESK``, the
+    leader hotline (hotline/api_leader.py) the one under its ``LEADER_DESK``."""
+    from hotline.api_leader import LeaderApi  # it builds on this module (the leader hotline)
     from hotline.api_operators import OperatorApi  # it builds on this module
+    from hotline.api_supervision import SupervisionApi  # so does this (POST /api/seats/{id}/spy)
 
     config = ConfigApi(pool_key)
     app.router.add_routes(config.routes())
     app.router.add_routes(OperatorApi(config).routes())
+    app.router.add_routes(LeaderApi(config).routes())
+    app.router.add_routes(SupervisionApi(config).routes())

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from config.settings import Settings
 from hotline.api import add_api_routes
+from hotline.api_leader import LEADER_DESK
 from hotline.api_operators import OPERATOR_DESK
 from hotline.service import HotlineService
 
@@ -42,6 +43,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = HotlineService(app[SETTINGS], app[PG_POOL], app[REDIS])
     app[SERVICE] = service
     app[OPERATOR_DESK] = service.desk   # the operator actions of the API (first node)
+    app[LEADER_DESK] = service.leader   # the leader hotline of the API (first node's Asterisk)
     await service.start()
     yield
     await service.stop()

@@ -85,6 +85,9 @@ class NodeRunner:
         self.active = asyncio.Event()                   # set while this instance owns the node
         # the operator desk of this node (queues.operators.OperatorDesk), set by the service; None: none
         self.desk = None
+        # the leader hotline (queues.leader.LeaderDesk) whose callbacks' OriginateResponse it awaits
+        self.leader = None
+        self._side_tasks: set[asyncio.Task] = set()
 
     # -- lease: follow always, own while the lease is ours ---------------------------------------
 
@@ -246,11 +249,21 @@ class NodeRunner:
             self.live.push_event(event)
             if self.desk is not None:
                 self.desk.on_event(event)
+            if self.leader is not None and self.leader.expects(event):
+                task = asyncio.create_task(self._leader_event(event))   # a Postgres write: off the event path
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
         call = self.tracker.feed(event)
         if call is not None:
             self._finished(call)
         if self._on_event_extra is not None:
             self._on_event_extra(event)
+
+    async def _leader_event(self, event: AmiEvent) -> None:
+        try:
+            await self.leader.on_event(event)
+        except Exception:  # noqa: BLE001 - a callback's outcome not recorded must not hurt the calls
+            log.exception("node %s: leader callback outcome not recorded", self.node.id)
 
     def _finished(self, call: FinishedCall) -> None:
         if self.owning:

@@ -20,6 +20,7 @@ from config.settings import Settings
 from ivr.menu import MenuIvr
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
+from queues.leader import LeaderDesk
 from queues.live import LiveStats
 from queues.operators import OperatorDesk
 from telephony.agi_server import FastAgiServer
@@ -79,7 +80,11 @@ class HotlineService:
             n.desk = self.desks[n.node.id] = OperatorDesk(
                 n.node.id, pool, redis, n.actions, owning=lambda n=n: n.owning, static_seats=static,
                 no_answer_limit=no_answer_limit)
-        self.ivr = MenuIvr(settings)
+        # The leader hotline (first node's Asterisk): an IVR key to a leader queue reaches it only
+        # while its slot is live; callbacks' OriginateResponse events come back through the node.
+        self.leader = LeaderDesk(pool, self.node.actions, timezone=settings.timezone)
+        self.node.leader = self.leader
+        self.ivr = MenuIvr(settings, leader_open=self.leader.leader_queue_open)
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
         self._tasks: list[asyncio.Task] = []

@@ -8,6 +8,11 @@ channel variables the dialplan and the call tracker read back:
 HOTLINE_IVR_CHOICE (the key, "timeout", "invalid" or "error"), HOTLINE_QUEUE, HOTLINE_CATEGORY
 and HOTLINE_QUEUE_TIMEOUT. Any failure sets the general queue (``safe_route``): never dead air.
 
+Leader hotline: a key may route to a queue of purpose ``leader``. With ``leader_open`` given (an
+async callable answering the leader queue of the slot live now, or None), such a key reaches that
+queue only while its slot is live; otherwise (closed, another leader queue open, or the check
+failing or taking over ``LEADER_CHECK_TIMEOUT`` s) the caller goes to the general queue.
+
 ``result=-1`` from a media command is a hang-up or a failure on a live channel (a sound file
 missing on this Asterisk): a failed greeting goes on to the menu, a failed menu routes to the
 general queue with choice "error". If it was a hang-up, the next media command gets 511
@@ -16,17 +21,23 @@ general queue with choice "error". If it was a hang-up, the next media command g
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Awaitable, Callable
 
 from config.settings import Settings
 from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
 
 log = logging.getLogger("hotline.ivr")
 
+LEADER_CHECK_TIMEOUT = 2.0
+LeaderOpen = Callable[[], Awaitable[str | None]]
+
 
 class MenuIvr:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, leader_open: LeaderOpen | None = None) -> None:
         self.settings = settings
+        self.leader_open = leader_open
         self.menu = settings.ivr
         self.keys = "".join(sorted(self.menu.routes))
 
@@ -50,8 +61,23 @@ class MenuIvr:
         else:
             choice = "error" if failed else ("invalid" if key else "timeout")
             queue = self.menu.default_queue
+        queue = await self._leader_gate(uniqueid, queue)
         await self._route(session, choice, queue)
         log.info("IVR %s: caller %r chose %s -> %s", uniqueid, session.headers.get("agi_callerid"), choice, queue)
+
+    async def _leader_gate(self, uniqueid: str, queue_name: str) -> str:
+        """A leader queue while its slot is live; the general queue instead while it is closed."""
+        queue = self.settings.queue(queue_name)
+        if self.leader_open is None or queue is None or queue.purpose != "leader":
+            return queue_name
+        try:
+            open_queue = await asyncio.wait_for(self.leader_open(), LEADER_CHECK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any failure: the caller still reaches a person
+            log.warning("IVR %s: leader slot check failed (%s); general queue", uniqueid, type(exc).__name__)
+            return self.menu.default_queue
+        if open_queue is not None and open_queue.lower() == queue_name.lower():
+            return queue_name
+        return self.menu.default_queue
 
     async def _route(self, session: AgiSession, choice: str, queue_name: str) -> None:
         queue = self.settings.queue(queue_name)

@@ -12,7 +12,9 @@ from pathlib import Path
 import asterisk.config
 import pytest
 
-from config.asterisk import render_all, render_dialplan, render_manager, render_queues
+from config.asterisk import (
+    render_all, render_dialplan, render_features, render_leader_dialplan, render_manager, render_queues,
+)
 from config.importer import QueuesImportError, import_queues
 from config.settings import load_settings
 
@@ -297,6 +299,42 @@ def test_manager_remote_service(tmp_path, big_settings):
     assert general["bindaddr"] == "10.20.0.5"
     acl = [(k, v) for k, v in sections["hotline-svc"] if k in ("deny", "permit")]
     assert acl == [("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "10.20.0.9/255.255.255.255")]
+
+
+# --------------------------------------------------------------------------- leader hotline
+
+
+def test_leader_contexts_reach_only_configured_queues_and_seats(tmp_path, big_settings):
+    sections = parse(tmp_path, "extensions.conf", render_leader_dialplan(big_settings))
+    assert set(sections) == {"hotline-transfer", "hotline-seats", "hotline-callback"}
+    # BlindTransfer to hotline-transfer,<queue>: one extension per configured queue, no pattern
+    assert sections["hotline-transfer"] == [
+        ("exten", "hl-general,1,Queue(${EXTEN},t,,,150)"), ("same", "n,Hangup()"),
+        ("exten", "hl-business,1,Queue(${EXTEN},t,,,300)"), ("same", "n,Hangup()"),
+        ("exten", "hl-dialect,1,Queue(${EXTEN},t,,,240)"), ("same", "n,Hangup()"),
+        ("exten", "hl-leader,1,Queue(${EXTEN},t,,,600)"), ("same", "n,Hangup()")]
+    # Atxfer to hotline-seats,<seat number>: one extension per configured PJSIP seat
+    assert [v for k, v in sections["hotline-seats"] if k == "exten"] == [
+        f"{n},1,Dial(PJSIP/${{EXTEN}},30)" for n in ("8001", "8002", "8003", "8900")]
+    assert not any(v.startswith("_") for _k, v in sections["hotline-transfer"] + sections["hotline-seats"])
+    callback = sections["hotline-callback"]
+    assert callback[0] == ("exten", "_X.,1,NoOp(Hotline leader callback)")
+    steps = [v.split(",", 1)[1] for _k, v in callback]
+    assert steps[1] == 'GotoIf($["${REGEX("^[0-9]{3,20}$" ${EXTEN})}" != "1"]?refuse)'
+    assert steps[2] == "MixMonitor(/srv/hotline/recordings/${UNIQUEID}.wav,b)"
+    assert steps[3] == "Dial(PJSIP/${EXTEN}@hotline-trunk,60)"
+    assert callback[-1] == ("same", "n(refuse),Hangup()")
+    other = parse(tmp_path, "other.conf", render_leader_dialplan(big_settings, trunk="carrier-b"))
+    assert ("same", "n,Dial(PJSIP/${EXTEN}@carrier-b,60)") in other["hotline-callback"]
+    with pytest.raises(ValueError, match="trunk"):
+        render_leader_dialplan(big_settings, trunk="x,y")
+
+
+def test_features_conf_has_the_attended_transfer_code(tmp_path, big_settings):
+    assert parse(tmp_path, "features.conf", render_features()) == {"featuremap": [("atxfer", "*2")]}
+    text = render_all(big_settings)
+    assert re.search(r"^; =+ /etc/asterisk/features\.conf ", text, re.M)
+    assert "[hotline-transfer]" in text and "[hotline-callback]" in text
 
 
 # --------------------------------------------------------------------------- all, secrets, errors
