@@ -1,4 +1,4 @@
--- 0007_supervision: every supervisor listen / whisper / barge on a seat (queues/supervision.py).
+-- 0006_supervision: every supervisor listen / whisper / barge on a seat (queues/supervision.py).
 --
 -- A row is written before any AMI action is sent ('requested'), then given its result: 'queued'
 -- (the Originate of the supervisor's phone into ChanSpy was accepted; action_id is its ActionID,
