@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -19,17 +19,37 @@ def free_port() -> int:
 
 
 async def wait_until(predicate, timeout: float = 10.0, what: str = "a condition") -> None:
-    """Poll ``predicate`` (plain or async) until it is true; AssertionError after ``timeout`` s."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    """Poll ``predicate`` (plain or async) until it is true; AssertionError after ``timeout`` s,
+    also when the predicate itself hangs (an await on a dead service)."""
+    async def poll() -> None:
+        while True:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+async def until(predicate, what: str, timeout: float = 30.0) -> None:
+    """``wait_until`` with the description first: the limit only turns a hang into a clear failure."""
+    await wait_until(predicate, timeout, what)
+
+
+@contextlib.asynccontextmanager
+async def running(worker):
+    """Run ``worker.run()`` as a task for the block's duration (a writer, live views, ...)."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class PrivateRedis:

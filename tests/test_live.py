@@ -4,7 +4,6 @@ replays, service level / ASA / AHT, longest wait, seat states, the published mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -19,6 +18,7 @@ from queues.live import LiveStats, member_state, seat_states
 from telephony.ami_codec import Frame
 from telephony.events import to_event
 from telephony.model import FinishedCall
+from tests.support import running, until
 from tests.conftest import capture
 from tests.test_ami_captures import finished_calls, frames_of
 
@@ -27,30 +27,8 @@ NOON = datetime(2024, 3, 1, 12, 0, 0, tzinfo=SHANGHAI).timestamp()
 _ids = itertools.count(1)
 
 
-@contextlib.asynccontextmanager
-async def live_running(live: LiveStats):
-    task = asyncio.create_task(live.run())
-    try:
-        yield live
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
-async def until(predicate, what: str, timeout: float = 30.0) -> None:
-    """Poll an async or plain predicate; the limit only turns a hang into a clear failure."""
-    async def poll():
-        while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return
-            await asyncio.sleep(0.01)
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 def capture_events(name: str) -> list:
@@ -93,7 +71,7 @@ async def test_live_views_follow_the_abandon_capture_and_a_replay_changes_nothin
     cut = next(i for i, e in enumerate(events) if e.name == "QueueCallerAbandon")
     joined = next(e for e in events if e.name == "QueueCallerJoin").timestamp   # 1795314902.730845
     live = LiveStats(redis_client, node_id)
-    async with live_running(live):
+    async with running(live):
         for _ in range(2):  # the same events twice: a replay after a reconnect
             for e in events[:cut]:
                 live.push_event(e)
@@ -121,7 +99,7 @@ async def test_seat_states_and_since_follow_the_agi_errors_capture(redis_client,
     statuses = [e for e in events if e.name == "QueueMemberStatus"]
     assert [e.status for e in statuses] == [2, 1]
     live = LiveStats(redis_client, node_id)
-    async with live_running(live):
+    async with running(live):
         for e in events[:events.index(statuses[0]) + 1]:
             live.push_event(e)
         assert await live.drain()
@@ -144,7 +122,7 @@ async def test_seat_states_and_since_follow_the_agi_errors_capture(redis_client,
 
 async def test_a_seat_in_two_queues_stays_when_it_leaves_one(redis_client, node_id):
     live = LiveStats(redis_client, node_id)
-    async with live_running(live):
+    async with running(live):
         live.push_event(member_event("QueueMemberAdded", "hotline-general", "Seat 8001"))
         live.push_event(member_event("QueueMemberAdded", "hotline-business", "Seat 8001", paused=True,
                                      reason="lunch"))
@@ -185,7 +163,7 @@ def test_seat_states_of_a_members_hash():
 async def test_longest_wait_is_the_oldest_caller_still_waiting(redis_client, node_id):
     live = LiveStats(redis_client, node_id)
     q = "hotline-general"
-    async with live_running(live):
+    async with running(live):
         live.push_event(caller_event("QueueCallerJoin", q, "a", NOON, 1))
         live.push_event(caller_event("QueueCallerJoin", q, "b", NOON + 10, 2))
         live.push_event(caller_event("QueueCallerJoin", "hotline-business", "c", NOON + 20, 1))
@@ -214,7 +192,7 @@ async def test_replayed_calls_count_once_on_the_call_day_in_shanghai(redis_clien
     late = datetime(2024, 3, 1, 23, 59, 59, tzinfo=SHANGHAI).timestamp()  # 15:59:59 UTC
     live = LiveStats(redis_client, node_id)
     answered, missed = call(at=late), call("queue_timeout", at=late, hold=120)
-    async with live_running(live):
+    async with running(live):
         for c in (answered, missed, answered, missed, answered):
             live.push_call(c)
         assert await live.drain()
@@ -237,7 +215,7 @@ async def test_service_level_asa_and_aht_per_queue_and_in_total(redis_client, no
         call(queue="hotline-leader", hold=25, talk=300), call(queue="hotline-leader", hold=31, talk=100),
         call("ivr_hangup", queue=None, hold=None),                                     # offered, never queued
     ]
-    async with live_running(live):
+    async with running(live):
         for _ in range(2):   # a replay: the same numbers
             for c in calls:
                 live.push_call(c)
@@ -260,7 +238,7 @@ async def test_calls_of_the_captures_through_the_tracker(redis_client, node_id):
     calls = [c for name in ("answered.ami", "abandon.ami", "agi_errors.ami", "ivr_hangup.ami")
              for c in finished_calls(capture(name))[0]]
     live = LiveStats(redis_client, node_id, service_level=20)
-    async with live_running(live):
+    async with running(live):
         for c in calls + calls:
             live.push_call(c)
         assert await live.drain()
@@ -296,7 +274,7 @@ async def test_a_subscriber_receives_what_changed(redis_client, node_id):
 
     answered = call(hold=5, talk=42)
     try:
-        async with live_running(live):
+        async with running(live):
             live.push_event(caller_event("QueueCallerJoin", "hotline-general", "u1", NOON, 1))
             live.push_event(member_event("QueueMemberPause", "hotline-general", "Seat 8001", paused=True,
                                          reason="break", at=NOON + 1))
@@ -325,7 +303,7 @@ async def test_redis_down_never_reaches_the_caller_and_counters_recover(redis_cl
     live = LiveStats(down, node_id, retry_interval=0.01)
     calls = [call(), call("abandoned")]
     try:
-        async with live_running(live):
+        async with running(live):
             for c in calls:
                 live.push_call(c)      # never waits, never raises
             live.push_event(capture_events("abandon.ami")[0])
@@ -343,7 +321,7 @@ async def test_a_real_redis_outage_then_the_figures_catch_up(private_redis):
     client, server = private_redis
     live = LiveStats(client, "outage", retry_interval=0.01)
     before, during = call(hold=3, talk=10), [call(hold=20, talk=30), call("abandoned", hold=50)]
-    async with live_running(live):
+    async with running(live):
         live.push_call(before)          # the script is loaded into this Redis
         assert await live.drain()
         assert (await live.snapshot(NOON))["today"]["answered"] == 1

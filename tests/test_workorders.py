@@ -4,7 +4,6 @@ task, the run summary, and seats into app_queue (live views: tests/test_live.py)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
@@ -30,6 +29,7 @@ from workorders.reports import run_summary
 from workorders.store import CallStore, RecordResult, is_anonymous
 
 from .conftest import FIXTURES
+from .support import running, until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TABLES = ("calls", "call_events", "recordings", "work_orders", "work_order_events", "order_day_counters")
@@ -420,30 +420,8 @@ async def test_writers_with_their_own_pools_link_repeat_callers_and_number_witho
 
 # --- the writer task (workorders/pipeline.py) -----------------------------------------------
 
-@contextlib.asynccontextmanager
-async def running(writer: CallWriter):
-    task = asyncio.create_task(writer.run())
-    try:
-        yield writer
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
-async def until(predicate, what: str, timeout: float = 30.0) -> None:
-    """Poll an async or plain predicate; the limit only turns a hang into a clear failure."""
-    async def poll():
-        while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return
-            await asyncio.sleep(0.01)
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 async def test_writer_writes_each_call_once_and_reports_replays(store, pg_pool):
