@@ -301,3 +301,29 @@ def test_malformed_lines_fail_at_decode_time_alone_or_among_good_frames(bad):
     with pytest.raises(AmiProtocolError):
         decoder.next_frame()
     assert decoder.next_frame().event == "Good" and decoder.next_frame() is None
+
+
+_TS_KEYS = st.sampled_from(["Timestamp", "timestamp", "TIMESTAMP", "TimeStamp", "Timestampx", "XTimestamp"])
+_TS_VALUES = st.sampled_from(["1795314872.483114", " 1795314872.5", "", "12", "1e3", "nan", "abc", "7 "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(_TS_KEYS, _TS_VALUES), max_size=4), first=st.booleans())
+def test_event_timestamp_from_the_wire_is_what_the_reference_frame_gives(lines, first):
+    """to_event reads Timestamp from a wire frame's bytes with a fast path: same value, or the
+    same error, as the reference parser's frame, whatever the case, position and repeats."""
+    body = [f"{k}: {v}" for k, v in lines]
+    headers = (body + ["Event: Newchannel"]) if first else (["Event: Newchannel"] + body)
+    raw = "\r\n".join(headers).encode()
+    decoder = AmiDecoder(expect_banner=False)
+    decoder.receive_data(raw + b"\r\n\r\n")
+    (wire,) = list(decoder)
+    reference = parse_frame(raw)
+
+    def outcome(frame):
+        try:
+            return to_event(frame, received_at=1.0).timestamp
+        except AmiProtocolError:
+            return "error"
+
+    assert outcome(wire) == outcome(reference)
