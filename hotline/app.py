@@ -61,8 +61,21 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response(snapshot)
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """aiohttp's own answers (no such route, method not allowed, body too large) as JSON under
+    /api/, like the API's own errors: clients of the API always get {"error": ...}."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status, headers={
+            k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+
+
 def make_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([pg_pool_ctx, redis_ctx, service_ctx])
     app.router.add_get("/health", health)

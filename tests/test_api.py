@@ -505,3 +505,23 @@ def test_make_app_serves_the_api_beside_health_and_live():
     paths = {(r.method, r.resource.canonical) for r in app.router.routes()}
     assert {("GET", "/health"), ("GET", "/api/live"), ("POST", "/api/login"), ("GET", "/api/queues"),
             ("PUT", "/api/operators/{id}/skills"), ("DELETE", "/api/leader-slots/{id}")} <= paths
+
+
+async def test_unknown_api_paths_and_methods_answer_json():
+    """aiohttp's own 404/405 under /api/ are JSON like the API's errors; other paths are left alone."""
+    from hotline.app import json_errors
+
+    async def thing(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/api/thing", thing)
+    async with TestClient(TestServer(app)) as client:
+        missing = await client.get("/api/nothing-here")
+        assert missing.status == 404 and (await missing.json()) == {"error": "Not Found"}
+        wrong = await client.post("/api/thing")
+        assert wrong.status == 405 and (await wrong.json()) == {"error": "Method Not Allowed"}
+        assert wrong.headers["Allow"] == "GET,HEAD"
+        outside = await client.get("/nowhere")
+        assert outside.status == 404 and outside.content_type == "text/plain"
+        assert (await (await client.get("/api/thing")).json()) == {"ok": True}
