@@ -1,8 +1,11 @@
 """The leader hotline over HTTP (queues.leader.LeaderDesk, found under ``LEADER_DESK``).
 
 * ``POST /api/orders/{number}/prescreen`` (operator): ``{name, number, matter, notes}``;
-* ``POST /api/leader-slots/{id}/transfer`` (operator): ``{order_number, seat_channel, mode}``, mode
-  ``blind`` or ``attended``; the channel must be on the seat the operator is logged into;
+* ``POST /api/calls/{node}/{linkedid}/prescreen`` (operator): the same, for a call in progress
+  (a first-time caller has no order until the call ends; see queues/leader.py);
+* ``POST /api/leader-slots/{id}/transfer`` (operator): ``{order_number, seat_channel, mode}`` or
+  ``{node, linkedid, seat_channel, mode}`` (a call in progress), mode ``blind`` or ``attended``;
+  the channel must be on the seat the operator is logged into;
 * ``POST /api/orders/{number}/instruction`` (leader, or a recorder for a leader):
   ``{text, leader_id (recorder only), solved_on_spot, supervised, slot_id}``;
 * ``POST /api/leader-slots/{id}/callbacks`` (the slot's leader): ``{order_number}``;
@@ -21,7 +24,7 @@ from aiohttp import web
 from hotline.api import ApiError, ConfigApi, _ID
 from hotline.api_operators import _object
 from hotline.auth import User
-from queues.leader import LeaderDesk, LeaderError
+from queues.leader import CallRef, LeaderDesk, LeaderError
 
 log = logging.getLogger("hotline.api")
 
@@ -58,16 +61,26 @@ class LeaderApi:
         return await self._run(self.desk(request).prescreen(request.match_info["number"], body, operator_id,
                                                             user.login))
 
+    async def prescreen_call(self, request: web.Request, user: User) -> web.Response:
+        operator_id = await self._operator(request, user)
+        body = _object(await request.read())
+        call = CallRef(request.match_info["node"], request.match_info["linkedid"])
+        return await self._run(self.desk(request).prescreen_call(call, body, operator_id, user.login))
+
     async def transfer(self, request: web.Request, user: User) -> web.Response:
         operator_id = await self._operator(request, user)
         body = _object(await request.read())
+        call = None
+        if "node" in body or "linkedid" in body:
+            call = CallRef(body.get("node"), body.get("linkedid"))
         seat = await self.config.pool(request).fetchval(
             "SELECT seat FROM operator_sessions WHERE operator_id = $1", operator_id)
         if seat is None:
             raise ApiError(409, "the operator is not logged into a seat")
         desk = self.desk(request)
         return await self._run(desk.transfer(int(request.match_info["id"]), body.get("order_number"),
-                                             body.get("seat_channel"), body.get("mode"), user.login, own_seat=seat))
+                                             body.get("seat_channel"), body.get("mode"), user.login, own_seat=seat,
+                                             call=call))
 
     async def instruction(self, request: web.Request, user: User) -> web.Response:
         body = _object(await request.read())
@@ -99,6 +112,7 @@ class LeaderApi:
         slot = f"/api/leader-slots/{_ID}"
         return [
             web.post(f"/api/orders/{_ORDER}/prescreen", e(("operator",))(self.prescreen)),
+            web.post("/api/calls/{node}/{linkedid}/prescreen", e(("operator",))(self.prescreen_call)),
             web.post(f"{slot}/transfer", e(("operator",))(self.transfer)),
             web.post(f"/api/orders/{_ORDER}/instruction", e(("leader", "recorder"))(self.instruction)),
             web.post(f"{slot}/callbacks", e(("leader",))(self.callback)),

@@ -16,6 +16,13 @@ after the input is validated (nothing half-written):
   ``hotline-callback`` with ``HOTLINE_CALLBACK=<order number>``; ``leader_callback_result`` when
   its OriginateResponse arrives (``on_event``).
 
+A first-time caller has no order until the call ends (workorders/store.py creates it when it
+writes the call). So a pre-screen or a transfer may name the call in progress by (node, linkedid)
+instead of an order number: if the call is already stored, the event goes on its order as above;
+otherwise it is a ``call_notes`` row (migration 0007) that the call writer moves onto the call's
+order in the transaction that stores the call. Both sides hold the call's advisory lock
+(``workorders.store.lock_call_notes``), so a note is never written after the writer looked.
+
 The slot report is computed from Postgres only (calls, call_events, work_order_events); see
 ``report``. AMI goes only through ``telephony.actions.PbxActions``.
 """
@@ -36,6 +43,7 @@ import asyncpg
 from telephony.actions import PbxActions
 from telephony.ami_client import AmiError
 from telephony.events import AmiEvent
+from workorders.store import lock_call_notes
 
 log = logging.getLogger("hotline.leader")
 
@@ -46,6 +54,8 @@ MODES = ("blind", "attended")
 _PHONE = re.compile(r"^\+?[0-9]{3,20}$")
 # a seat's channel: <tech>/<resource>-<sequence> (Local channels end in ;1 or ;2)
 _CHANNEL = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_@./-]+-[0-9a-fA-F]+(;[12])?$")
+_NODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")              # config.settings node ids
+_LINKEDID = re.compile(r"^[A-Za-z0-9_.-]{1,150}$")          # an Asterisk uniqueid (1763800000.42)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -106,6 +116,22 @@ def check_prescreen(body: Mapping[str, Any]) -> dict:
 
 
 @dataclass(frozen=True)
+class CallRef:
+    """A call in progress: the Asterisk node and the call's Linkedid."""
+    node: str
+    linkedid: str
+
+
+def check_call(node: Any, linkedid: Any) -> CallRef:
+    """A call in progress from request input, or a 400 naming the bad field."""
+    if not isinstance(node, str) or not _NODE.match(node):
+        raise bad("node", "a node id (letters, digits, '_' and '-', up to 64) is needed")
+    if not isinstance(linkedid, str) or not _LINKEDID.match(linkedid):
+        raise bad("linkedid", "a call's Linkedid such as 1763800000.42 is needed")
+    return CallRef(node, linkedid)
+
+
+@dataclass(frozen=True)
 class Slot:
     id: int
     slot_date: dt.date
@@ -138,6 +164,16 @@ JOIN queues q ON q.id = s.queue_id
 """
 _EVENT = ("INSERT INTO work_order_events (work_order_id, at, kind, actor, detail)"
           " VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id")
+_NOTE = ("INSERT INTO call_notes (node, linkedid, at, kind, actor, detail)"
+         " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id")
+_CALL_ORDER = ("SELECT w.id, w.number FROM calls c JOIN work_orders w ON w.id = c.work_order_id"
+               " WHERE c.node = $1 AND c.linkedid = $2")
+# one statement, one snapshot: the notes, or the events the writer moved them into (atomically)
+_CALL_SCREENED = """
+SELECT EXISTS (SELECT 1 FROM call_notes WHERE node = $1 AND linkedid = $2 AND kind = 'prescreen')
+    OR EXISTS (SELECT 1 FROM calls c JOIN work_order_events e ON e.work_order_id = c.work_order_id
+               WHERE c.node = $1 AND c.linkedid = $2 AND e.kind = 'prescreen')
+"""
 
 
 def _slot(row: asyncpg.Record) -> Slot:
@@ -194,6 +230,31 @@ class LeaderDesk:
         at = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
         return await self.pool.fetchval(_EVENT, order_id, at, kind, actor, json.dumps(detail, ensure_ascii=False))
 
+    async def _write_call(self, call: CallRef, kind: str, actor: str, detail: dict) -> dict:
+        """An event of a call in progress: on its order if the call is stored, else a call note
+        the call writer moves onto the order. Returns the ids (event_id or note_id, order_number)."""
+        at = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        text = json.dumps(detail, ensure_ascii=False)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_call_notes(conn, call.node, call.linkedid)
+            order = await conn.fetchrow(_CALL_ORDER, call.node, call.linkedid)
+            if order is not None:
+                event_id = await conn.fetchval(_EVENT, order["id"], at, kind, actor, text)
+                return {"event_id": event_id, "note_id": None, "order_number": order["number"]}
+            note_id = await conn.fetchval(_NOTE, call.node, call.linkedid, at, kind, actor, text)
+            return {"event_id": None, "note_id": note_id, "order_number": None}
+
+    async def prescreen_call(self, call: CallRef, body: Mapping[str, Any], operator_id: int | None,
+                             actor: str) -> dict:
+        """Pre-screen a call in progress (a first-time caller has no order yet)."""
+        call = check_call(call.node, call.linkedid)
+        record = check_prescreen(body)
+        live = await self.live_slots()
+        detail = {**record, "operator_id": operator_id, "slot_id": live[0].id if live else None}
+        ids = await self._write_call(call, "prescreen", actor, detail)
+        log.info("leader: %s pre-screened call %s/%s", actor, call.node, call.linkedid)
+        return {**ids, "node": call.node, "linkedid": call.linkedid, **detail}
+
     async def prescreen(self, order_number: str, body: Mapping[str, Any], operator_id: int | None, actor: str) -> dict:
         record = check_prescreen(body)
         async with self.pool.acquire() as conn:
@@ -204,10 +265,15 @@ class LeaderDesk:
         log.info("leader: %s pre-screened order %s", actor, order_number)
         return {"event_id": event_id, "order_number": order_number, **detail}
 
-    async def transfer(self, slot_id: int, order_number: str, seat_channel: Any, mode: Any, actor: str,
-                       own_seat: str | None = None) -> dict:
+    async def transfer(self, slot_id: int, order_number: str | None, seat_channel: Any, mode: Any, actor: str,
+                       own_seat: str | None = None, call: CallRef | None = None) -> dict:
         """Send the pre-screened caller bridged with ``seat_channel`` to the slot's leader.
-        ``own_seat``: the interface the acting operator is logged into; the channel must be on it."""
+        ``own_seat``: the interface the acting operator is logged into; the channel must be on it.
+        The caller is named by ``order_number`` or, for a call in progress, by ``call``."""
+        if call is not None:
+            if order_number is not None:
+                raise bad("order_number", "give either order_number or node and linkedid, not both")
+            call = check_call(call.node, call.linkedid)
         if mode not in MODES:
             raise bad("mode", "must be 'blind' or 'attended'")
         if not isinstance(seat_channel, str) or not _CHANNEL.match(seat_channel):
@@ -216,13 +282,18 @@ class LeaderDesk:
             raise LeaderError(403, "an operator may transfer only a call on its own seat", "seat_channel")
         slot = await self.slot(slot_id)
         async with self.pool.acquire() as conn:
-            order = await self._order(conn, order_number)
-            screened = await conn.fetchval(
-                "SELECT true FROM work_order_events WHERE work_order_id = $1 AND kind = 'prescreen' LIMIT 1",
-                order["id"])
+            if call is None:
+                order = await self._order(conn, order_number)
+                screened = await conn.fetchval(
+                    "SELECT true FROM work_order_events WHERE work_order_id = $1 AND kind = 'prescreen' LIMIT 1",
+                    order["id"])
+                what = f"order {order_number}"
+            else:
+                screened = await conn.fetchval(_CALL_SCREENED, call.node, call.linkedid)
+                what = f"call {call.node}/{call.linkedid}"
         self._require_live(slot)
         if not screened:
-            raise LeaderError(409, f"order {order_number} has no pre-screen record")
+            raise LeaderError(409, f"{what} has no pre-screen record")
         if self.actions is None:
             raise LeaderError(503, "no Asterisk link in this instance")
         try:
@@ -236,6 +307,10 @@ class LeaderDesk:
             raise LeaderError(502, f"Asterisk refused the transfer: {exc}") from None
         detail = {"slot_id": slot.id, "mode": mode, "seat_channel": seat_channel, "target": target,
                   "leader_id": slot.leader_id}
+        if call is not None:
+            ids = await self._write_call(call, "leader_transfer", actor, detail)
+            log.info("leader: %s transferred %s to the leader (%s)", actor, what, mode)
+            return {**ids, "node": call.node, "linkedid": call.linkedid, **detail}
         event_id = await self._write(order["id"], "leader_transfer", actor, detail)
         log.info("leader: %s transferred order %s to the leader (%s)", actor, order_number, mode)
         return {"event_id": event_id, "order_number": order_number, **detail}

@@ -444,3 +444,71 @@ async def test_leader_api_validation_roles_and_closed_slot(leader_rig, pg_pool):
     assert await events(pg_pool, world["hard"], "leader_callback") == []
     report = await call(client, "GET", f"/api/leader-slots/{slot}/report", sup)
     assert (report["calls_offered"], report["orders_assigned"], report["callbacks_made"]) == (0, 0, 0)
+
+
+async def test_a_first_time_caller_is_prescreened_during_the_call_and_transferred(
+        leader_rig, pg_pool, node_id, make_client):  # noqa: F811 - the fixture
+    """No order exists until the call ends: the pre-screen and the transfer name the call in
+    progress by (node, linkedid); the writer moves both onto the order it creates."""
+    sim, service, desk, client, world, clock = leader_rig
+    watch = await make_client(sim.ami_port, login=False)
+    assert (await watch.login(SECRET))["Message"] == "Authentication accepted"
+    op1, sup = await token_of(client, "op1"), await token_of(client, "sup")
+    slot, newcomer = world["slot"], "13500135000"
+    assert await pg_pool.fetchval("SELECT count(*) FROM work_orders WHERE caller_number = $1", newcomer) == 0
+    await call(client, "POST", f"/api/operators/{world['ann']}/login", op1, {"seat": ANN})
+    linkedid = await sim.place_call(ScriptedCaller(number=newcomer, name="Sun", dtmf="1", dtmf_delay=0.5))
+    connect = await watch.wait_for(lambda f: f.event == "AgentConnect" and f["Linkedid"] == linkedid)
+    seat_channel = connect["DestChannel"]
+    transfer = f"/api/leader-slots/{slot}/transfer"
+    by_call = {"node": node_id, "linkedid": linkedid, "seat_channel": seat_channel, "mode": "blind"}
+
+    # validation: 400 naming the field; both names of the caller at once: refused
+    bad = await call(client, "POST", f"/api/calls/{node_id}/1.2%0D%0AAction:x/prescreen", op1,
+                     {"name": "x", "number": newcomer, "matter": "m"}, status=400)
+    assert bad["fields"][0]["field"] == "linkedid"
+    bad = await call(client, "POST", f"/api/calls/pbx%201/{linkedid}/prescreen", op1,
+                     {"name": "x", "number": newcomer, "matter": "m"}, status=400)
+    assert bad["fields"][0]["field"] == "node"
+    bad = await call(client, "POST", transfer, op1, {**by_call, "linkedid": 5}, status=400)
+    assert bad["fields"][0]["field"] == "linkedid"
+    bad = await call(client, "POST", transfer, op1, {**by_call, "order_number": "12345-20260101-000001"}, status=400)
+    assert bad["fields"][0]["field"] == "order_number"
+    await call(client, "POST", f"/api/calls/{node_id}/{linkedid}/prescreen", sup,
+               {"name": "x", "number": newcomer, "matter": "m"}, status=403)
+
+    # not pre-screened yet: refused; then pre-screened during the call and transferred
+    refused = await call(client, "POST", transfer, op1, by_call, status=409)
+    assert "pre-screen" in refused["error"]
+    record = {"name": "Sun Wu", "number": newcomer, "matter": "street lights out", "notes": "first call"}
+    noted = await call(client, "POST", f"/api/calls/{node_id}/{linkedid}/prescreen", op1, record)
+    assert noted["order_number"] is None and noted["note_id"] and noted["slot_id"] == slot
+    done = await call(client, "POST", transfer, op1, by_call)
+    assert (done["mode"], done["target"], done["order_number"]) == ("blind", "hotline-transfer,hotline-leader", None)
+    leader = await watch.wait_for(lambda f: f.event == "AgentConnect" and f["Queue"] == "hotline-leader")
+    assert (leader["Linkedid"], leader["Interface"]) == (linkedid, LEADER_SEAT)   # the same call
+    assert [r["kind"] for r in await pg_pool.fetch(
+        "SELECT kind FROM call_notes WHERE node = $1 AND linkedid = $2 ORDER BY id", node_id, linkedid)] == [
+        "prescreen", "leader_transfer"]
+
+    async def written() -> bool:
+        return await pg_pool.fetchval("SELECT count(*) FROM calls WHERE linkedid = $1", linkedid) == 1
+
+    await wait_until(written, 60, "the transferred call written")
+    row = await pg_pool.fetchrow("SELECT * FROM calls WHERE linkedid = $1", linkedid)
+    assert row["node"] == node_id and row["caller_number"] == newcomer
+    order = row["work_order_id"]
+    assert order not in (world["citizen_order"], world["second"], world["hard"], world["other"])   # a new order
+    kinds = await pg_pool.fetch("SELECT kind, actor, detail FROM work_order_events WHERE work_order_id = $1"
+                                " ORDER BY id", order)
+    assert [(k["kind"], k["actor"]) for k in kinds] == [("created", "system"), ("prescreen", "op1"),
+                                                       ("leader_transfer", "op1")]
+    screened, moved = json.loads(kinds[1]["detail"]), json.loads(kinds[2]["detail"])
+    assert (screened["name"], screened["matter"], screened["operator_id"], screened["slot_id"], screened["call_id"]) == (
+        "Sun Wu", "street lights out", world["ann"], slot, row["id"])
+    assert (moved["mode"], moved["seat_channel"], moved["slot_id"], moved["call_id"]) == (
+        "blind", seat_channel, slot, row["id"])
+    assert await pg_pool.fetchval("SELECT count(*) FROM call_notes") == 0
+    # the slot report counts the transferred first-time caller
+    report = await call(client, "GET", f"/api/leader-slots/{slot}/report", sup)
+    assert (report["calls_offered"], report["answered_by_operators"]) == (1, 1)

@@ -13,7 +13,12 @@ How this works (``CallStore.record_call``), all in one transaction:
 4. ``INSERT`` the call ``ON CONFLICT (node, linkedid) DO NOTHING RETURNING id``. No row means a
    concurrent writer stored the same call first: the whole transaction (order, number, events)
    rolls back and the stored call is returned as a duplicate.
-5. Timeline rows, recording rows, commit. Any error rolls everything back, the number too.
+5. Move the call's notes (``call_notes``, written by queues/leader.py while the call ran and
+   there was no order yet) onto the order as ``work_order_events`` (same kind, actor, at and
+   detail, plus ``call_id``), under the call's advisory lock (``lock_call_notes``) so a note
+   written concurrently is either moved here or, once this commits, written onto the order.
+   A duplicate call never reaches this step; a rollback keeps the notes.
+6. Timeline rows, recording rows, commit. Any error rolls everything back, the number too.
 An order's ``created_at`` is its intake time (the first call's start), so the repeat window
 and the number's day follow the calls' own clock even when a write is delayed.
 """
@@ -37,6 +42,7 @@ from workorders.numbering import next_order_number, order_day
 OPEN_EXCLUDED = ("closed", "archived")
 ANONYMOUS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
 CALLER_LOCK_NS = 12345  # first key of the per-caller advisory lock
+CALL_NOTES_LOCK_NS = 12346  # first key of the per-call (node, linkedid) advisory lock over call_notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,11 @@ ON CONFLICT (node, linkedid) DO NOTHING
 RETURNING id
 """
 _ORDER_EVENT = "INSERT INTO work_order_events (work_order_id, kind, actor, detail) VALUES ($1, $2, 'system', $3::jsonb)"
+_MOVE_NOTES = """
+WITH moved AS (DELETE FROM call_notes WHERE node = $1 AND linkedid = $2 RETURNING id, kind, actor, at, detail)
+INSERT INTO work_order_events (work_order_id, at, kind, actor, detail)
+SELECT $3, at, kind, actor, detail || jsonb_build_object('call_id', $4::bigint) FROM moved ORDER BY id
+"""
 _CALL_EVENT = "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5::jsonb)"
 _RECORDING = """
 INSERT INTO recordings (call_id, path, uniqueid, started_at, bytes, duration_seconds, sha256, status)
@@ -136,10 +147,18 @@ class CallStore:
             raise _AlreadyStored
         about = {"call_id": call_id, "node": call.node, "linkedid": call.linkedid, "outcome": call.outcome}
         await conn.executemany(_ORDER_EVENT, [(order_id, kind, _json({**about, **detail})) for kind, detail in events])
+        await lock_call_notes(conn, _text(call.node), _text(call.linkedid))
+        await conn.execute(_MOVE_NOTES, _text(call.node), _text(call.linkedid), order_id, call_id)
         await conn.executemany(_CALL_EVENT, [
             (call_id, seq, _ts(e.at), _text(e.kind), _json(dict(e.detail))) for seq, e in enumerate(call.timeline)])
         await conn.executemany(_RECORDING, _recording_rows(call_id, call, recordings))
         return RecordResult(call_id, order_number, order is None, False)
+
+
+async def lock_call_notes(conn: asyncpg.Connection, node: str, linkedid: str) -> None:
+    """Serialise, until the transaction ends, everything that writes or moves one call's notes."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3::text))",
+                       CALL_NOTES_LOCK_NS, node, linkedid)
 
 
 def is_anonymous(number: str | None) -> bool:
