@@ -14,7 +14,9 @@ it resyncs as owner (seats too). The lease is fail-open: Redis down never stops 
 After every AMI login the runner resyncs: CoreStatus (an Asterisk restart?), CoreShowChannels
 (adopt calls in progress, close calls that no longer exist, ``closed_by``), and, as owner, the
 seats' queue membership, then (if the node has an operator desk) the logged-in operators'
-memberships and pauses (``queues.operators.OperatorDesk.reconcile``); the desk gets the owner's
+memberships and pauses (``queues.operators.OperatorDesk.reconcile``), then (first node) the live
+leader slots' leader seats in their leader queues (``queues.leader.LeaderDesk.sync_leader_seats``;
+both reconciles keep those memberships); the desk gets the owner's
 AMI events. A finished call goes to the journal (Redis Stream) first, then to the
 writer; the journal entry is deleted once the call is committed. Every call is in Redis until
 written: in the open-call store while in progress (flushed every ``flush_interval`` s), in the
@@ -234,6 +236,15 @@ class NodeRunner:
                         log.warning("node %s: operators not reloaded (%s); no member removed this time",
                                     self.node.id, exc)
                         desk, keep = None, (lambda _interface: True)
+                leader = self.leader
+                if leader is not None:
+                    try:
+                        await leader.refresh_seats()   # live slots' leader seats: kept by both reconciles
+                        keep = _either(keep, leader.keeps) if keep is not None else leader.keeps
+                    except Exception as exc:  # noqa: BLE001 - Postgres down must not cut the AMI link
+                        log.warning("node %s: leader slots not read (%s); no member removed this time",
+                                    self.node.id, exc)
+                        leader, keep = None, (lambda _interface: True)
                 await reconcile_seats(self.actions, self.settings.seats, [q.name for q in self.settings.queues],
                                       keep=keep)
                 if desk is not None:
@@ -241,6 +252,11 @@ class NodeRunner:
                         await desk.reconcile(restarted=restarted, reload=False)
                     except Exception as exc:  # noqa: BLE001 - the next login reconciles again
                         log.warning("node %s: operators not reconciled (%s)", self.node.id, exc)
+                if leader is not None:
+                    try:
+                        await leader.sync_leader_seats(reload=False)   # back after an Asterisk restart
+                    except Exception as exc:  # noqa: BLE001 - its periodic run repairs it
+                        log.warning("node %s: leader seats not synced (%s)", self.node.id, exc)
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -336,3 +352,7 @@ class NodeRunner:
                 self._removed -= removed
             else:
                 self.tracker.mark_dirty(dirty)   # again at the next flush
+
+
+def _either(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda interface: first(interface) or second(interface)

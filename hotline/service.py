@@ -82,8 +82,13 @@ class HotlineService:
                 no_answer_limit=no_answer_limit)
         # The leader hotline (first node's Asterisk): an IVR key to a leader queue reaches it only
         # while its slot is live; callbacks' OriginateResponse events come back through the node.
-        self.leader = LeaderDesk(pool, self.node.actions, timezone=settings.timezone)
+        # While a slot is live its leader seat is a member of its leader queue (kept by the first
+        # node's owner); a static seat of the settings is left to the settings.
+        self.leader = LeaderDesk(pool, self.node.actions, timezone=settings.timezone,
+                                 owning=lambda: self.node.owning, node_id=self.node.node.id,
+                                 static_members=[(q, seat.interface) for seat in settings.seats for q in seat.queues])
         self.node.leader = self.leader
+        self.desk.keep_member = self.leader.keeps_member
         self.ivr = MenuIvr(settings, leader_open=self.leader.leader_queue_open)
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
@@ -118,7 +123,8 @@ class HotlineService:
         self.agi.add_route("ivr", self.ivr, on_error=self.ivr.safe_route)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
         coros = [self.writer.run(), *(live.run() for live in self.lives.values()),
-                 *(desk.run() for desk in self.desks.values()), *(n.run() for n in self.nodes)]   # nodes last: see stop
+                 *(desk.run() for desk in self.desks.values()), self.leader.run_seat_sync(),
+                 *(n.run() for n in self.nodes)]   # nodes last: see stop
         self._tasks = [asyncio.create_task(coro) for coro in coros]
 
     async def wait_ready(self, timeout: float) -> None:

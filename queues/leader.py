@@ -25,17 +25,33 @@ order in the transaction that stores the call. Both sides hold the call's adviso
 
 The slot report is computed from Postgres only (calls, call_events, work_order_events); see
 ``report``. AMI goes only through ``telephony.actions.PbxActions``.
+
+The leader seat's membership (``sync_leader_seats``): while a slot is live, its leader seat
+(``leader_slots.leader_seat_id``) is a dynamic member of its leader queue (QueueAdd with the seat's
+name as MemberName and its StateInterface); outside every live slot it is not (QueueRemove). The
+intended memberships are computed from Postgres at each run and only the difference is applied,
+so a run is idempotent. It runs only while this instance owns the node: every few seconds and at
+the next slot boundary (``run_seat_sync``), and after every AMI login of the owner
+(``hotline.node.NodeRunner._resync``: the static seats' and the operators' reconcile keep these
+memberships, then a sync puts them back after an Asterisk restart). Who wins, per (queue, seat):
+a membership of the settings' static seats is the settings' (never added nor removed here); a
+membership an operator logged in at that seat intends (a skill on that queue) is the operator
+desk's (never removed here; if the slot also wants it, app_queue says "Already there" and it
+stays as the operator desk added it); everything else of a (leader queue, leader seat) pair of
+any slot is this desk's. A leader membership still in a call when its slot ends is removed at the
+first run after that call (the call is not disturbed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -176,6 +192,38 @@ SELECT EXISTS (SELECT 1 FROM call_notes WHERE node = $1 AND linkedid = $2 AND ki
 """
 
 
+# every (leader queue, leader seat) pair a slot names: the memberships this desk manages
+_LEADER_PAIRS = """
+SELECT DISTINCT q.name AS queue, se.interface FROM leader_slots s
+JOIN seats se ON se.id = s.leader_seat_id JOIN queues q ON q.id = s.queue_id
+"""
+# the slots of one local day, with what a QueueAdd of their leader seat needs
+_DAY_SEATS = """
+SELECT s.slot_date, s.start_time, s.end_time, q.name AS queue, se.interface, se.name, se.state_interface
+FROM leader_slots s JOIN seats se ON se.id = s.leader_seat_id JOIN queues q ON q.id = s.queue_id
+WHERE s.slot_date = $1 ORDER BY s.start_time, s.id
+"""
+# memberships logged-in operators intend (their seat in each skill's queue): the operator desk's
+_OPERATOR_PAIRS = """
+SELECT q.name AS queue, o.seat AS interface FROM operator_sessions o
+JOIN operator_skills k ON k.operator_id = o.operator_id JOIN queues q ON q.id = k.queue_id
+WHERE o.status <> 'offline' AND o.seat IS NOT NULL AND ($1::text IS NULL OR o.node = $1)
+"""
+
+
+@dataclass(frozen=True)
+class SeatPlan:
+    """The leader memberships at one instant: keys are (queue, interface), casefolded."""
+    want: dict[tuple[str, str], tuple[str, str, str, str | None]]   # -> (queue, interface, name, state_interface)
+    managed: frozenset[tuple[str, str]]
+    operators: frozenset[tuple[str, str]]
+    next_boundary: float | None                                     # the next slot start or end today
+
+
+def _pair(queue: str, interface: str) -> tuple[str, str]:
+    return queue.casefold(), interface.casefold()
+
+
 def _slot(row: asyncpg.Record) -> Slot:
     values = dict(row)
     values["prescreeners"], values["cases"] = tuple(values["prescreeners"]), tuple(values["cases"])
@@ -186,11 +234,19 @@ class LeaderDesk:
     """The leader hotline's manager layer: Postgres for what happened, PbxActions for Asterisk."""
 
     def __init__(self, pool: asyncpg.Pool, actions: PbxActions | None, *, timezone: str = "Asia/Shanghai",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, owning: Callable[[], bool] = lambda: True,
+                 node_id: str | None = None, static_members: Collection[tuple[str, str]] = (),
+                 seat_sync_interval: float = 3.0) -> None:
         self.pool = pool
         self.actions = actions
         self.tz = ZoneInfo(timezone)
         self.clock = clock
+        self.owning = owning                      # changes app_queue only while this is true
+        self.node_id = node_id                    # the node of ``actions`` (its operators' sessions)
+        self.static_members = frozenset(_pair(q, i) for q, i in static_members)   # the settings' seats
+        self.seat_sync_interval = seat_sync_interval
+        self.seat_plan: SeatPlan | None = None    # the last plan read from Postgres
+        self._seat_lock = asyncio.Lock()
         self._callbacks: dict[str, tuple[int, int]] = {}   # Originate ActionID -> (order id, slot id)
 
     # ---- slots -------------------------------------------------------------------------------
@@ -211,6 +267,96 @@ class LeaderDesk:
         """The leader queue of the slot live at ``now``, or None: the IVR then uses the general queue."""
         slots = await self.live_slots(now)
         return slots[0].queue if slots else None
+
+    # ---- the leader seat in the leader queue --------------------------------------------------
+
+    async def refresh_seats(self, now: float | None = None) -> SeatPlan:
+        """Read the intended leader memberships at ``now`` from Postgres (kept for ``keeps``)."""
+        now = self.clock() if now is None else now
+        day = dt.datetime.fromtimestamp(now, self.tz).date()
+        async with self.pool.acquire() as conn:
+            pairs = await conn.fetch(_LEADER_PAIRS)
+            rows = await conn.fetch(_DAY_SEATS, day)
+            operators = await conn.fetch(_OPERATOR_PAIRS, self.node_id)
+        want: dict[tuple[str, str], tuple[str, str, str, str | None]] = {}
+        boundaries = []
+        for r in rows:
+            start, end = slot_window(r["slot_date"], r["start_time"], r["end_time"], self.tz)
+            boundaries += [t for t in (start.timestamp(), end.timestamp()) if t > now]
+            key = _pair(r["queue"], r["interface"])
+            if is_live(r, now, self.tz) and key not in self.static_members:
+                want.setdefault(key, (r["queue"], r["interface"], r["name"], r["state_interface"]))
+        plan = SeatPlan(want, frozenset(_pair(r["queue"], r["interface"]) for r in pairs),
+                        frozenset(_pair(r["queue"], r["interface"]) for r in operators),
+                        min(boundaries, default=None))
+        self.seat_plan = plan
+        return plan
+
+    def keeps(self, interface: str) -> bool:
+        """For the static seats' reconcile: a leader seat now in a leader queue by a live slot."""
+        plan = self.seat_plan
+        return plan is not None and any(i == interface.casefold() for _, i in plan.want)
+
+    def keeps_member(self, queue: str, interface: str) -> bool:
+        """For the operator desk's reconcile: (queue, interface) is a live slot's leader membership."""
+        plan = self.seat_plan
+        return plan is not None and _pair(queue, interface) in plan.want
+
+    async def sync_leader_seats(self, now: float | None = None, *, reload: bool = True) -> dict:
+        """Make app_queue's leader memberships what the slots live at ``now`` want (owner only;
+        idempotent). ``reload`` False: use the plan ``refresh_seats`` just read."""
+        async with self._seat_lock:
+            if self.actions is None or not self.owning():
+                return {"added": 0, "removed": 0}
+            plan = await self.refresh_seats(now) if reload or self.seat_plan is None else self.seat_plan
+            if not plan.want and not plan.managed:
+                return {"added": 0, "removed": 0}   # no leader slot at all: no QueueStatus every 3 s
+            status = await self.actions.queue_status()
+            have: dict[tuple[str, str], Any] = {}
+            for item in status.items:
+                if item.event == "QueueMember":
+                    have[_pair(item.get("Queue") or "", item.get("Location") or "")] = item
+            added = removed = 0
+            for key, (queue, interface, name, state_interface) in plan.want.items():
+                if key in have:
+                    continue
+                try:
+                    added += await self.actions.queue_add(queue, interface, name, state_interface)
+                    log.info("leader: seat %s joined leader queue %s (slot live)", interface, queue)
+                except AmiError as exc:
+                    log.error("leader: seat %s not added to leader queue %s: %s", interface, queue, exc)
+            for key, member in have.items():
+                if (key not in plan.managed or key in plan.want or key in self.static_members
+                        or key in plan.operators or member.get("Membership") != "dynamic"):
+                    continue
+                if member.get("InCall") == "1":
+                    continue   # the slot ended during the leader's call: removed at the first run after it
+                queue, interface = member.get("Queue") or "", member.get("Location") or ""
+                try:
+                    removed += await self.actions.queue_remove(queue, interface)
+                    log.info("leader: seat %s left leader queue %s (no live slot)", interface, queue)
+                except AmiError as exc:
+                    log.error("leader: seat %s not removed from leader queue %s: %s", interface, queue, exc)
+            return {"added": added, "removed": removed, "next_boundary": plan.next_boundary}
+
+    async def run_seat_sync(self) -> None:
+        """Every ``seat_sync_interval`` seconds, and at the next slot boundary, while this instance
+        owns the node and its AMI link is up (a login's resync covers the time it was down)."""
+        while True:
+            wait = self.seat_sync_interval
+            try:
+                client = getattr(self.actions, "client", None)
+                ready = getattr(client, "ready", None)
+                if self.owning() and (ready is None or ready.is_set()):
+                    done = await self.sync_leader_seats()
+                    boundary = done.get("next_boundary")
+                    if boundary is not None:
+                        wait = min(wait, max(0.05, boundary - self.clock() + 0.01))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Postgres or AMI down: the next run (or login) repairs
+                log.warning("leader: leader seats not synced (%s); retrying", exc)
+            await asyncio.sleep(wait)
 
     def _require_live(self, slot: Slot) -> None:
         if not is_live(slot.__dict__, self.clock(), self.tz):

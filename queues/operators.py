@@ -106,6 +106,9 @@ class OperatorDesk:
         self.no_answer_limit = no_answer_limit
         self.tick_interval = tick_interval
         self.clock = clock
+        # (queue, interface) -> True: a membership another desk keeps (the leader seat of a live
+        # slot in its leader queue, queues.leader): not a stray for ``reconcile``
+        self.keep_member: Callable[[str, str], bool] | None = None
         self.machines: dict[int, OperatorMachine] = {}
         self.info: dict[int, OperatorInfo] = {}
         self.db_seats: set[str] = set()          # interfaces (casefolded) of the seats table
@@ -279,6 +282,8 @@ class OperatorDesk:
                 paused += view[0]
             for (queue, iface), member in have.items():
                 if (queue, iface) in want or member.get("Membership") != "dynamic":
+                    continue
+                if self.keep_member is not None and self.keep_member(queue, iface):
                     continue
                 if iface in self.db_seats and iface not in self.static_seats:
                     try:

@@ -5,6 +5,8 @@ validation and role checks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import time
@@ -215,6 +217,20 @@ async def make_world(pool, clock: Clock) -> dict:
 async def leader_rig(pg_dsn, pg_pool, node_id, tmp_path):
     """The simulator (Ann's seat answers, the leader seat is a static member of hotline-leader),
     the service, a LeaderDesk on a shiftable clock and the API; yields (sim, service, desk, client, world, clock)."""
+    async with rig(pg_dsn, pg_pool, node_id, tmp_path, static_leader_seat=True) as parts:
+        yield parts
+
+
+@pytest.fixture
+async def leader_seat_rig(pg_dsn, pg_pool, node_id, tmp_path):
+    """As ``leader_rig``, but no static seat: the leader seat is in hotline-leader only by its slot,
+    and the service's own leader desk (which keeps that membership) runs on the shiftable clock."""
+    async with rig(pg_dsn, pg_pool, node_id, tmp_path, static_leader_seat=False) as parts:
+        yield parts
+
+
+@contextlib.asynccontextmanager
+async def rig(pg_dsn, pg_pool, node_id, tmp_path, *, static_leader_seat: bool):
     started: list = []
     clock = Clock()
     world = await make_world(pg_pool, clock)
@@ -222,7 +238,8 @@ async def leader_rig(pg_dsn, pg_pool, node_id, tmp_path):
     settings = scene_settings(node_id, pg_dsn, tmp_path, agi_port, 5038)
     settings = settings.model_copy(update={
         "queues": [*settings.queues, QueueConfig(name="hotline-leader", purpose="leader", category="leader")],
-        "seats": [SeatConfig(interface=LEADER_SEAT, name="Leader seat", queues=["hotline-leader"])]})
+        "seats": [SeatConfig(interface=LEADER_SEAT, name="Leader seat", queues=["hotline-leader"])]
+        if static_leader_seat else []})
     sim = PbxSimulator(username="hotline", secret=SECRET, agi_host="127.0.0.1", agi_port=agi_port,
                        recordings_dir=tmp_path, fallback_queue="hotline-general", speed=SPEED,
                        queues={q.name: {"strategy": "rrmemory", "timeout": 15, "retry": 1, "wrapuptime": 0}
@@ -238,6 +255,8 @@ async def leader_rig(pg_dsn, pg_pool, node_id, tmp_path):
     started.append(redis)
     service = HotlineService(settings, pg_pool, redis)
     started.append(service)
+    if not static_leader_seat:
+        service.leader.clock = clock
     await service.start()
     await service.wait_ready(15)
     desk = LeaderDesk(pg_pool, service.node.actions, timezone=settings.timezone, clock=clock)
@@ -512,3 +531,92 @@ async def test_a_first_time_caller_is_prescreened_during_the_call_and_transferre
     # the slot report counts the transferred first-time caller
     report = await call(client, "GET", f"/api/leader-slots/{slot}/report", sup)
     assert (report["calls_offered"], report["answered_by_operators"]) == (1, 1)
+
+
+# ---- the leader seat follows its slot ------------------------------------------------------------
+
+async def queue_members(make_client, port: int) -> dict[tuple[str, str], dict]:  # noqa: F811 - the fixture
+    """QueueStatus from a fresh AMI link (the service's links may just have been cut)."""
+    client = await make_client(port, login=False)
+    assert (await client.login(SECRET))["Message"] == "Authentication accepted"
+    frames = await client.action("QueueStatus")
+    await client.close()
+    await asyncio.sleep(0.1)   # a poll, not a flood of AMI links
+    return {(f["Queue"], f["Location"]): f for f in frames if f.event == "QueueMember"}
+
+
+async def test_the_leader_seat_is_in_the_leader_queue_only_while_its_slot_is_live(
+        leader_seat_rig, pg_pool, make_client):  # noqa: F811 - the fixture
+    sim, service, _desk, client, world, clock = leader_seat_rig
+    pair = ("hotline-leader", LEADER_SEAT)
+    removals: list[tuple[str, str]] = []
+    actions = service.node.actions
+    real_remove = actions.queue_remove
+
+    async def recorded_remove(queue: str, interface: str) -> bool:
+        removals.append((queue, interface))
+        return await real_remove(queue, interface)
+
+    actions.queue_remove = recorded_remove
+
+    async def member() -> dict | None:
+        return (await queue_members(make_client, sim.ami_port)).get(pair)
+
+    # the slot is live: the leader seat joined with its name and state interface
+    await wait_until(member, 30, "the leader seat in the leader queue")
+    joined = await member()
+    assert (joined["Name"], joined["StateInterface"], joined["Membership"]) == ("Leader seat", LEADER_SEAT, "dynamic")
+    assert await service.leader.leader_queue_open() == "hotline-leader"
+    # idempotent: another run changes nothing
+    assert (await service.leader.sync_leader_seats())["added"] == 0
+
+    # the slot ends: the member is removed (by the periodic run)
+    clock.shift = world["end"] - time.time() + 1
+    assert await service.leader.leader_queue_open() is None
+
+    async def gone() -> bool:
+        return await member() is None
+
+    await wait_until(gone, 30, "the leader seat out of the leader queue")
+    assert removals == [pair]
+    assert (await service.leader.sync_leader_seats())["removed"] == 0
+    # before the slot: still out; the slot opens again: back
+    clock.shift = world["start"] - time.time() - 60
+    assert (await service.leader.sync_leader_seats())["added"] == 0 and await member() is None
+    clock.shift = 0.0
+    await wait_until(member, 30, "the leader seat back in the leader queue")
+
+    # an operator logs in at the leader seat (a general skill): both memberships, nobody fights
+    op1 = await token_of(client, "op1")
+    await call(client, "POST", f"/api/operators/{world['ann']}/login", op1, {"seat": LEADER_SEAT})
+
+    async def both() -> bool:
+        have = await queue_members(make_client, sim.ami_port)
+        return pair in have and ("hotline-general", LEADER_SEAT) in have
+
+    await wait_until(both, 30, "the operator's and the leader's memberships")
+    # the AMI links drop during the slot: the login's reconciles keep the leader membership
+    removals.clear()
+    resyncs = service.node.resyncs
+    sim.drop_ami_links()
+
+    async def resynced() -> bool:
+        return (service.node.resyncs > resyncs and service.node.ami.ready.is_set()
+                and not service.node._resync_lock.locked() and await both())
+
+    await wait_until(resynced, 30, "the resync after the dropped links")
+    assert removals == []
+    # Asterisk restarts during the slot: every member is gone; the login's resync puts both back
+    resyncs = service.node.resyncs
+    await sim.restart()
+    await wait_until(resynced, 30, "the resync after the Asterisk restart")
+    assert removals == []
+    # the slot ends: the leader membership goes, the operator's stays
+    clock.shift = world["end"] - time.time() + 1
+
+    async def operator_only() -> bool:
+        have = await queue_members(make_client, sim.ami_port)
+        return pair not in have and ("hotline-general", LEADER_SEAT) in have
+
+    await wait_until(operator_only, 30, "only the operator's membership")
+    assert removals == [pair]
