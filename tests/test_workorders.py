@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from config.settings import SeatConfig
-from queues.seats import apply_seats
+from queues.seats import reconcile_seats
 from recordings.check import RecordingCheck, check_recording
 from telephony.actions import PbxActions
 from telephony.ami_codec import Frame
@@ -536,6 +536,10 @@ class _AsteriskAnswers:
 
     async def send_action(self, action, fields=None, *, timeout=None):
         self.sent.append((action, dict(fields or {})))
+        if action == "QueueStatus":   # the members, as QueueMember items of the list
+            items = tuple(Frame((("Event", "QueueMember"), ("Queue", q), ("Location", i), ("Membership", "dynamic"),
+                                 ("Penalty", "0"))) for q, i in sorted(self.members))
+            return AmiResponse(Frame((("Response", "Success"), ("EventList", "start"))), items)
         queue, iface = fields["Queue"], fields["Interface"]
         if queue not in self.queues:
             headers = (("Response", "Error"), ("Message", "Unable to add interface to queue: No such queue"))
@@ -551,7 +555,11 @@ async def test_one_refused_membership_does_not_keep_other_seats_out():
     pbx = _AsteriskAnswers({"hotline-general"})
     seats = [SeatConfig(interface="PJSIP/8001", name="Seat 8001", queues=["hotline-typo", "hotline-general"]),
              SeatConfig(interface="PJSIP/8002", name="Seat 8002", state_interface="Custom:seat8002")]
-    assert await apply_seats(PbxActions(pbx), seats) == 2
+    queues = ["hotline-general", "hotline-typo"]
+    first = await reconcile_seats(PbxActions(pbx), seats, queues)
+    assert (first.added, first.refused) == (2, 1)
     assert pbx.members == {("hotline-general", "PJSIP/8001"), ("hotline-general", "PJSIP/8002")}
-    assert pbx.sent[2][1]["MemberName"] == "Seat 8002" and pbx.sent[2][1]["StateInterface"] == "Custom:seat8002"
-    assert await apply_seats(PbxActions(pbx), seats) == 0  # on the next login: already there
+    add_8002 = next(f for a, f in pbx.sent if a == "QueueAdd" and f["Interface"] == "PJSIP/8002")
+    assert add_8002["MemberName"] == "Seat 8002" and add_8002["StateInterface"] == "Custom:seat8002"
+    again = await reconcile_seats(PbxActions(pbx), seats, queues)   # on the next login: already there
+    assert (again.present, again.added) == (2, 0)
