@@ -16,6 +16,7 @@ from aiohttp import web
 from hotline.api import ApiError, ConfigApi, READ_PEOPLE, _ID
 from hotline.api_operators import OPERATOR_DESK, _object
 from hotline.auth import User
+from queues.operators import NotOwner
 from queues.supervision import SupervisionError, Supervisor, spy
 
 SUPERVISORS = READ_PEOPLE   # admin, supervisor
@@ -31,8 +32,10 @@ class SupervisionApi:
         desk = request.app.get(OPERATOR_DESK)
         if desk is None:
             raise ApiError(503, "no PBX node runs in this instance")
-        if not desk.owning():
-            raise ApiError(503, f"this instance does not own node {desk.node_id} now; try again shortly")
+        try:
+            desk.check_owner()
+        except NotOwner as exc:
+            raise ApiError(exc.status, str(exc)) from None
         try:
             result = await spy(self.config.pool(request), desk.actions, desk.node_id,
                                Supervisor(user.id, user.login), seat_id=seat_id,

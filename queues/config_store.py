@@ -110,7 +110,6 @@ LEADER_SLOTS = Kind("leader_slot", "leader_slots", (
     Child("prescreen_operator_ids", "leader_slot_prescreeners", "operator_id"),
     Child("hard_case_order_ids", "leader_slot_cases", "work_order_id", ordered=True),
 ))
-KINDS = {k.entity: k for k in (QUEUES, SEATS, OPERATORS, LEADERS, LEADER_SLOTS)}
 SKILLS_LOCK = 6
 SKILL_CONSTRAINTS = {"operator_skills_queue_id_fkey": ("skills", "no such queue")}
 # which kind owns the table a foreign key refusal names, for "still used by" messages

@@ -70,8 +70,6 @@ log = logging.getLogger("hotline.live")
 DAY_TTL = 3 * 24 * 3600
 DEFAULT_SERVICE_LEVEL = 15
 SEAT_STATES = ("available", "paused", "on_call", "ringing", "unavailable", "unknown")
-FIGURES = ("offered", "answered", "abandoned", "dropped", "answered_within_sl", "hold_sum", "hold_n",
-           "talk_sum", "talk_n")
 _SEP = "\n"  # between names in a field: an AMI value never holds LF
 _ON_CALL = frozenset({2, 3, 7, 8})   # AST_DEVICE_INUSE, BUSY, RINGINUSE, ONHOLD
 _RINGING = 6                         # AST_DEVICE_RINGING

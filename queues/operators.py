@@ -149,7 +149,7 @@ class OperatorDesk:
 
     async def login(self, operator_id: int, seat: str, actor: str) -> dict:
         async with self._lock:
-            self._check_owner()
+            self.check_owner()
             if not isinstance(seat, str) or not seat.strip():
                 raise BadSeat("login needs a seat interface such as PJSIP/8001", "seat")
             seat = seat.strip()
@@ -179,7 +179,7 @@ class OperatorDesk:
 
     async def _act(self, operator_id: int, actor: str, action) -> dict:
         async with self._lock:
-            self._check_owner()
+            self.check_owner()
             machine = self.machines.get(operator_id)
             if machine is None:
                 await self.state(operator_id)   # 404 for an unknown operator
@@ -188,7 +188,7 @@ class OperatorDesk:
             await self._execute(operator_id, step.effects)
             return state_json(operator_id, machine.state)
 
-    def _check_owner(self) -> None:
+    def check_owner(self) -> None:
         if not self.owning():
             raise NotOwner(f"this instance does not own node {self.node_id} now; try again shortly")
 

@@ -52,43 +52,35 @@ class PbxActions:
         raise AmiError(f"QueueRemove {interface} from {queue}: {resp.message}")
 
     async def queue_pause(self, interface: str, paused: bool, reason: str | None = None, queue: str | None = None) -> None:
-        resp = await self.client.send_action(
-            "QueuePause",
-            {"Interface": interface, "Paused": "true" if paused else "false", "Reason": reason, "Queue": queue},
-        )
-        if not resp.success:
-            raise AmiError(f"QueuePause {interface}: {resp.message}")
+        await self._checked("QueuePause", {"Interface": interface, "Paused": "true" if paused else "false",
+                                           "Reason": reason, "Queue": queue}, about=interface)
 
     async def queue_status(self, queue: str | None = None) -> AmiResponse:
         return await self.client.send_action("QueueStatus", {"Queue": queue} if queue else None)
 
     async def queue_penalty(self, interface: str, penalty: int, queue: str | None = None) -> None:
-        resp = await self.client.send_action(
-            "QueuePenalty", {"Interface": interface, "Penalty": penalty, "Queue": queue})
-        if not resp.success:
-            raise AmiError(f"QueuePenalty {interface}: {resp.message}")
+        await self._checked("QueuePenalty", {"Interface": interface, "Penalty": penalty, "Queue": queue},
+                            about=interface)
 
     async def core_status(self) -> AmiResponse:
         """CoreStatus: CoreStartupDate/Time tell an Asterisk restart from a reconnect."""
-        resp = await self.client.send_action("CoreStatus")
-        if not resp.success:
-            raise AmiError(f"CoreStatus: {resp.message}")
-        return resp
+        return await self._checked("CoreStatus")
 
     async def core_show_channels(self) -> AmiResponse:
         """CoreShowChannels: one CoreShowChannel item per live channel."""
-        resp = await self.client.send_action("CoreShowChannels")
-        if not resp.success:
-            raise AmiError(f"CoreShowChannels: {resp.message}")
-        return resp
+        return await self._checked("CoreShowChannels")
 
     # -- calls: transfers, originates, hang-ups (leader hotline, callbacks, supervision) --------
 
-    async def _call_action(self, action: str, fields: dict) -> AmiResponse:
+    async def _checked(self, action: str, fields: dict | None = None, *, about: str | None = None) -> AmiResponse:
+        """Send an action; an error answer raises AmiError naming the action and what it was about."""
         resp = await self.client.send_action(action, fields)
         if not resp.success:
-            raise AmiError(f"{action} {fields.get('Channel', '')}: {resp.message}")
+            raise AmiError(f"{action} {about}: {resp.message}" if about else f"{action}: {resp.message}")
         return resp
+
+    async def _call_action(self, action: str, fields: dict) -> AmiResponse:
+        return await self._checked(action, fields, about=fields.get("Channel"))
 
     async def blind_transfer(self, channel: str, context: str, exten: str) -> AmiResponse:
         """Transfer the party bridged with ``channel`` (a seat's channel, AgentConnect DestChannel)

@@ -29,8 +29,10 @@ def _int(frame: Frame, key: str) -> int | None:
         raise AmiProtocolError(f"{frame.event}: {key} is not a number: {value[:40]!r}") from None
 
 
-def _cid(value: str | None) -> str | None:
+def known_value(value: str | None) -> str | None:
+    """An AMI value, or None where Asterisk says there is none ("" or "<unknown>")."""
     return None if value in (None, "", "<unknown>") else value
+
 
 
 def _text(key: str, default: str | None = None, *, alt: str | None = None,
@@ -102,8 +104,8 @@ def _numbers(*fields: tuple[str, str]):
 @_register("Newchannel")
 class Newchannel(AmiEvent):
     __slots__ = ()
-    caller_number = _text("CallerIDNum", conv=_cid)
-    caller_name = _text("CallerIDName", conv=_cid)
+    caller_number = _text("CallerIDNum", conv=known_value)
+    caller_name = _text("CallerIDName", conv=known_value)
 
 
 @_register("NewCallerid")
@@ -129,8 +131,8 @@ class VarSet(AmiEvent):
 class QueueCallerEvent(AmiEvent):
     __slots__ = ("_position",)
     queue = _text("Queue", "")
-    caller_number = _text("CallerIDNum", conv=_cid)
-    caller_name = _text("CallerIDName", conv=_cid)
+    caller_number = _text("CallerIDNum", conv=known_value)
+    caller_name = _text("CallerIDName", conv=known_value)
 
 
 @_register("QueueCallerJoin")

@@ -15,6 +15,7 @@ from typing import Iterable
 
 from telephony.ami_codec import Frame
 from telephony.errors import AmiProtocolError
+from telephony.events import known_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +53,6 @@ def _duration(text: str | None) -> int | None:
     return h * 3600 + m * 60 + s
 
 
-def _known(value: str | None) -> str | None:
-    return None if value in (None, "", "<unknown>") else value
-
 
 def live_channels(items: Iterable[Frame]) -> list[LiveChannel]:
     """The CoreShowChannel items of a CoreShowChannels answer as LiveChannel records."""
@@ -69,12 +67,12 @@ def live_channels(items: Iterable[Frame]) -> list[LiveChannel]:
             channel=item.get("Channel") or "",
             uniqueid=uniqueid,
             linkedid=linkedid,
-            caller_number=_known(item.get("CallerIDNum")),
-            caller_name=_known(item.get("CallerIDName")),
-            application=_known(item.get("Application")),
+            caller_number=known_value(item.get("CallerIDNum")),
+            caller_name=known_value(item.get("CallerIDName")),
+            application=known_value(item.get("Application")),
             duration_seconds=_duration(item.get("Duration")),
-            bridge_id=_known(item.get("BridgeId")),
-            context=_known(item.get("Context")),
-            application_data=_known(item.get("ApplicationData")),
+            bridge_id=known_value(item.get("BridgeId")),
+            context=known_value(item.get("Context")),
+            application_data=known_value(item.get("ApplicationData")),
         ))
     return channels
