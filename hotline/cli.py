@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=_positive_float, default=20.0, help="simulated seconds per real second (default 20)")
     demo.add_argument("--seed", type=int, default=None, help="random seed for the synthetic callers")
     sub.add_parser("migrate", help="apply the Postgres schema migrations")
-    sub.add_parser("asterisk-config", help="print the Asterisk 22 dialplan, queues.conf and manager.conf snippets")
+    asterisk = sub.add_parser("asterisk-config", help="print the Asterisk 22 dialplan, queues.conf and manager.conf snippets")
+    asterisk.add_argument("--no-database", action="store_true",
+                          help="from the settings alone, without the queues and seats configured in Postgres")
     user = sub.add_parser("user", help="users of the HTTP API").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", help="add a user; the password comes from $HOTLINE_BOOTSTRAP_PASSWORD or stdin")
     add.add_argument("--role", required=True, choices=ROLES)
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "asterisk-config":
             from config.asterisk import render_all
 
+            if not args.no_database:
+                # Asterisk must know every queue the service may route to: the settings' and Postgres's.
+                from queues.catalog import load_centre
+
+                settings = asyncio.run(load_centre(settings, settings.database_url.get_secret_value()))
             sys.stdout.write(render_all(settings))
             return 0
         if args.command == "user":

@@ -25,19 +25,24 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from config.settings import Settings
+from config.settings import QueueConfig, Settings
 from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
 
 log = logging.getLogger("hotline.ivr")
 
 LEADER_CHECK_TIMEOUT = 2.0
 LeaderOpen = Callable[[], Awaitable[str | None]]
+QueueLookup = Callable[[str], QueueConfig | None]
 
 
 class MenuIvr:
-    def __init__(self, settings: Settings, leader_open: LeaderOpen | None = None) -> None:
+    def __init__(self, settings: Settings, leader_open: LeaderOpen | None = None,
+                 queues: QueueLookup | None = None) -> None:
+        """``queues``: the queue of a name (``queues.catalog.QueueCatalog.queue``: the settings'
+        queues overlaid by Postgres's); default the settings' own."""
         self.settings = settings
         self.leader_open = leader_open
+        self.queue = queues or settings.queue
         self.menu = settings.ivr
         self.keys = "".join(sorted(self.menu.routes))
 
@@ -67,7 +72,7 @@ class MenuIvr:
 
     async def _leader_gate(self, uniqueid: str, queue_name: str) -> str:
         """A leader queue while its slot is live; the general queue instead while it is closed."""
-        queue = self.settings.queue(queue_name)
+        queue = self.queue(queue_name)
         if self.leader_open is None or queue is None or queue.purpose != "leader":
             return queue_name
         try:
@@ -80,7 +85,7 @@ class MenuIvr:
         return self.menu.default_queue
 
     async def _route(self, session: AgiSession, choice: str, queue_name: str) -> None:
-        queue = self.settings.queue(queue_name)
+        queue = self.queue(queue_name)
         await session.set_variable("HOTLINE_IVR_CHOICE", choice)
         await session.set_variable("HOTLINE_CATEGORY", queue.category if queue else "general")
         await session.set_variable("HOTLINE_QUEUE_TIMEOUT", str(queue.max_wait if queue else 120))

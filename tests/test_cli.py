@@ -17,7 +17,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_asterisk_config_prints_all_three_files_without_the_secret():
-    out = run("asterisk-config", env={"HOTLINE_AMI__SECRET": "never-print-me-123"})
+    out = run("asterisk-config", "--no-database", env={"HOTLINE_AMI__SECRET": "never-print-me-123"})
     assert out.returncode == 0, out.stderr
     for needle in ("[hotline-inbound]", "AGI(agi://", "Queue(", "[hotline-general]", "timestampevents = yes"):
         assert needle in out.stdout
@@ -69,7 +69,7 @@ def test_settings_errors_are_one_message_not_a_traceback(args, env, needle):
 
 
 def test_asterisk_config_refuses_a_value_that_cannot_go_into_the_dialplan():
-    out = run("asterisk-config", env={"HOTLINE_AGI__ADVERTISE_HOST": "0.0.0.0"})
+    out = run("asterisk-config", "--no-database", env={"HOTLINE_AGI__ADVERTISE_HOST": "0.0.0.0"})
     assert out.returncode == 1
     assert "agi.advertise_host" in out.stderr and "Traceback" not in out.stderr
     assert out.stdout == ""
