@@ -9,7 +9,10 @@ three snippets to a real Asterisk 22 and 12345 calls run through this service:
   category (never dead air, never a hang-up because the service is away). The queue name is
   whitelisted against the configured queues before it is used, the timeout and priority are
   checked to be small whole numbers, and no caller-controlled value (caller ID, DTMF) is ever
-  placed inside an application argument.
+  placed inside an application argument. When ``Queue()`` gives up (``QUEUESTATUS=TIMEOUT``) on a
+  queue that has an ``overflow`` queue, the caller goes on to it with its max wait and category
+  (``HOTLINE_QUEUE`` names it, so the service sees the hop), counted in ``HOTLINE_OVERFLOWS``:
+  at most one hop per queue that has an overflow, so even a loop the settings missed ends.
 * ``queues.conf``: one section per configured queue, no static members: the service adds the
   seats at start through AMI ``QueueAdd`` (MemberName, StateInterface) and owns pause state.
 * ``manager.conf``: the AMI user of the service with the least read/write classes it needs.
@@ -202,6 +205,41 @@ def _check_seats(settings: Settings) -> None:
             _name(f"seats[{i}].queues[{j}]", q)
 
 
+def _overflows(settings: Settings, names: Sequence[str]) -> list[tuple[str, str, int, str]]:
+    """(queue, its overflow queue, that queue's max wait, its category) for each queue that has one.
+
+    Checked again here (the generator also takes settings built without validation): the target is
+    a configured queue, not the queue itself, and no chain of overflows comes back to its start.
+    """
+    by_name = {q.name: (i, q) for i, q in enumerate(settings.queues)}
+    out = []
+    for i, q in enumerate(settings.queues):
+        if q.overflow is None:
+            continue
+        target = _name(f"queues[{i}].overflow", q.overflow)
+        if target not in names:
+            raise ValueError(f"queues[{i}].overflow: {target!r} is not one of the configured queues")
+        seen = [q.name]
+        while target is not None and target not in seen:
+            seen.append(target)
+            target = by_name[target][1].overflow if target in by_name else None
+        if target is not None:
+            raise ValueError(f"queues[{i}].overflow: {' -> '.join([*seen, target])} is a loop")
+        j, dst = by_name[q.overflow]
+        out.append((q.name, dst.name, _whole(f"queues[{j}].max_wait", dst.max_wait, 1, 9999),
+                    _category(f"queues[{j}].category", dst.category)))
+    return out
+
+
+def _overflow_bound(overflows: Sequence[object]) -> int:
+    """Hops a caller may make: without loops, at most one per queue that has an overflow."""
+    return len(overflows)
+
+
+def _hops(n: int) -> str:
+    return f"{n} hop" if n == 1 else f"{n} hops"
+
+
 def _lines(*parts: Iterable[str] | str) -> str:
     out: list[str] = []
     for part in parts:
@@ -247,6 +285,27 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
             f' same => n,ExecIf($["${{HOTLINE_QUEUE}}" = "{q.name}"]?Set(HOTLINE_QUEUE_TIMEOUT={wait}))'
         )
     recording = f"{recordings.rstrip('/')}/${{UNIQUEID}}.wav"
+    overflows = _overflows(settings, names)
+    overflow_steps: list[str] = []
+    if overflows:
+        overflow_steps = [
+            " ; Overflow: a caller whose max wait ran out (QUEUESTATUS=TIMEOUT, not a hang-up) goes on to",
+            " ; the queue's overflow queue, with that queue's max wait and category; HOTLINE_QUEUE names it",
+            f" ; for the service. At most {_hops(_overflow_bound(overflows))}: the settings forbid loops, this bounds them.",
+            ' same => n,GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
+            f" same => n,GotoIf($[${{HOTLINE_OVERFLOWS}} >= {_overflow_bound(overflows)}]?queue_done)",
+            [f' same => n,GotoIf($["${{HOTLINE_QUEUE}}" = "{src}"]?overflow_{n})'
+             for n, (src, _dst, _wait, _cat) in enumerate(overflows, 1)],
+        ]
+    overflow_targets = [
+        [f" same => n(overflow_{n}),NoOp(Hotline overflow {src} to {dst})",
+         f" same => n,Set(HOTLINE_QUEUE={dst})",
+         f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={wait})",
+         f" same => n,Set(HOTLINE_CATEGORY={category})",
+         " same => n,Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])",
+         " same => n,Goto(in_queue)"]
+        for n, (src, dst, wait, category) in enumerate(overflows, 1)
+    ]
 
     return _lines(
         f"; Hotline {number} inbound, node {node}. Send the hotline DID here from the trunk context,",
@@ -279,10 +338,13 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         " same => n,Set(QUEUE_PRIO=${HOTLINE_PRIORITY})",
         " ; Record the conversation with the seat only (b: while bridged); sets MIXMONITOR_FILENAME.",
         f" same => n(record),MixMonitor({recording},b)",
+        [" same => n,Set(HOTLINE_OVERFLOWS=0)"] if overflows else [],
         " ; Queue(queuename,options,URL,announceoverride,timeout): t lets the seat transfer the caller.",
-        " same => n,Queue(${HOTLINE_QUEUE},t,,,${HOTLINE_QUEUE_TIMEOUT})",
+        f" same => n{'(in_queue)' if overflows else ''},Queue(${{HOTLINE_QUEUE}},t,,,${{HOTLINE_QUEUE_TIMEOUT}})",
         " same => n,NoOp(Hotline queue exit ${QUEUESTATUS})",
-        " same => n,Hangup()",
+        *overflow_steps,
+        f" same => n{'(queue_done)' if overflows else ''},Hangup()",
+        *overflow_targets,
         [f"exten => {did},1,Goto({INBOUND_CONTEXT},{number},1)" for did in dids],
         "",
         "; Runs when the caller channel hangs up (Newexten shows the cause in the event stream).",
@@ -307,7 +369,8 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
     """The contexts the leader hotline's AMI actions use (queues/leader.py), for extensions.conf.
 
     ``[hotline-transfer]``: a BlindTransfer target, one extension per configured queue (nothing
-    else is reachable), the caller re-queued with the queue's max wait. ``[hotline-seats]``: an
+    else is reachable), the caller re-queued with the queue's max wait and, when that runs out,
+    sent on to the queue's overflow queue as ``[hotline-inbound]`` does. ``[hotline-seats]``: an
     Atxfer target, one extension per configured PJSIP seat. ``[hotline-callback]``: a leader
     callback (Originate of the leader seat first), recorded, then the citizen's number (digits
     only, checked) dialled through the PJSIP endpoint ``trunk``.
@@ -316,11 +379,30 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
     _check_seats(settings)
     trunk = _name("trunk", trunk)
     recordings = _recordings_dir(settings)
+    overflows = {src: (dst, wait, category) for src, dst, wait, category in _overflows(settings, names)}
+    bound = _overflow_bound(overflows)
     transfer = []
     for i, name in enumerate(names):
         wait = _whole(f"queues[{i}].max_wait", settings.queues[i].max_wait, 1, 9999)
-        transfer.append(f"exten => {name},1,Queue(${{EXTEN}},t,,,{wait})")
-        transfer.append(" same => n,Hangup()")
+        if not overflows:
+            transfer.append(f"exten => {name},1,Queue(${{EXTEN}},t,,,{wait})")
+            transfer.append(" same => n,Hangup()")
+            continue
+        # A transferred caller starts counting overflow hops afresh; an overflow comes in at in_queue.
+        transfer.append(f"exten => {name},1,Set(HOTLINE_OVERFLOWS=0)")
+        transfer.append(f" same => n(in_queue),Queue(${{EXTEN}},t,,,{wait})")
+        if name in overflows:
+            dst, dst_wait, category = overflows[name]
+            transfer += [
+                ' same => n,GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
+                f" same => n,GotoIf($[${{HOTLINE_OVERFLOWS}} >= {bound}]?queue_done)",
+                f" same => n,Set(HOTLINE_QUEUE={dst})",
+                f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={dst_wait})",
+                f" same => n,Set(HOTLINE_CATEGORY={category})",
+                " same => n,Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])",
+                f" same => n,Goto({dst},in_queue)",
+            ]
+        transfer.append(f" same => n{'(queue_done)' if name in overflows else ''},Hangup()")
     seats = []
     for seat in settings.seats:
         m = _SEAT_EXTEN.match(seat.interface)
@@ -329,6 +411,8 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
             seats.append(" same => n,Hangup()")
     return _lines(
         "; Leader hotline: a seat's blind transfer of its caller into a configured queue (AMI BlindTransfer).",
+        [f"; A timeout there goes on to the queue's overflow queue as in {INBOUND_CONTEXT}, at most "
+         f"{_hops(bound)}."] if overflows else [],
         f"[{TRANSFER_CONTEXT}]",
         transfer,
         "",

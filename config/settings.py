@@ -87,6 +87,9 @@ class QueueConfig(BaseModel):
     wrapup: int = Field(5, ge=0, le=600)
     service_level: int = Field(15, ge=1, le=600)
     category: str = "general"                     # work-order category of calls routed here
+    # Another configured queue: a caller still waiting when max_wait runs out goes on to it (with
+    # its max wait and category). No loops; the generated dialplan bounds the hops anyway.
+    overflow: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -102,6 +105,13 @@ class QueueConfig(BaseModel):
     def _category(cls, v: str) -> str:
         if not _CATEGORY.match(v):
             raise ValueError("category may hold only letters, digits, '_', '.' and '-'")
+        return v
+
+    @field_validator("overflow")
+    @classmethod
+    def _overflow(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
+            raise ValueError("overflow names a queue: letters, digits, '_' and '-'")
         return v
 
 
@@ -226,6 +236,7 @@ class Settings(BaseSettings):
             j = seen.setdefault(q.name.lower(), i)
             if j != i:
                 raise ValueError(f"queues[{i}].name {q.name!r} is already used by queues[{j}] (letter case does not count)")
+        self._check_overflows(names)
         for i, seat in enumerate(self.seats):
             for q in seat.queues:
                 if q not in names:
@@ -243,6 +254,24 @@ class Settings(BaseSettings):
             if j != i:
                 raise ValueError(f"nodes[{i}].id {node.id!r} is already used by nodes[{j}]")
         return self
+
+    def _check_overflows(self, names: set[str]) -> None:
+        """Each overflow names another configured queue, and following them never comes back."""
+        overflow = {q.name: q.overflow for q in self.queues}
+        for i, q in enumerate(self.queues):
+            if q.overflow is None:
+                continue
+            if q.overflow not in names:
+                raise ValueError(f"queues[{i}].overflow names unknown queue {q.overflow!r}")
+            if q.overflow == q.name:
+                raise ValueError(f"queues[{i}].overflow names the queue itself ({q.name!r})")
+            chain = [q.name]
+            nxt: str | None = q.overflow
+            while nxt is not None and nxt not in chain:
+                chain.append(nxt)
+                nxt = overflow.get(nxt)
+            if nxt == q.name:
+                raise ValueError(f"queues[{i}].overflow makes an overflow loop: {' -> '.join([*chain, nxt])}")
 
     def pbx_nodes(self) -> list[NodeSettings]:
         """The Asterisk nodes this service follows: ``nodes``, or the single ``node_id`` on ``ami``."""

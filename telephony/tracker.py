@@ -20,6 +20,18 @@ a QUEUESTATUS like JOINEMPTY without any queue event is a queue failure too; a c
 reached a queue hung up in the IVR. With a transfer the first answer counts (seat, hold, answer
 time) and the talk times add up. Pure state, no I/O: feed it events, read calls out.
 
+Overflow (the dialplan sends a caller whose max wait ran out on to the queue's overflow queue:
+QueueCallerAbandon and QueueCallerLeave of queue A, VarSet QUEUESTATUS=TIMEOUT and HOTLINE_QUEUE=B,
+QueueCallerJoin of B): still one call, with the outcome of its last queue and queue = B (the one
+it was answered in, abandoned or timed out of). A's timeout is a ``queue_timeout`` step of the
+timeline at once (not an abandon), followed by a ``queue_overflow`` step (from, to, waited so
+far). ``hold_seconds`` is the citizen's whole wait before the first answer (or the end), from
+joining the first queue: app_queue's HoldTime restarts in each queue, so the HoldTimes of the
+queues left unanswered are added up (a queue left without its QueueCallerAbandon counts by the
+events' Timestamps). A 12345 centre's service level (answered within 15 s) is judged on the wait
+from entering the queue, and an overflow must not hide a long wait; the milliseconds of dialplan
+between two queues are not counted.
+
 Resync (after every AMI login): ``mark()`` before asking CoreShowChannels, then ``resync(channels,
 mark)``. A listed channel of an unknown Linkedid adopts its call (in progress since before the
 link came up); a known call none of whose channels is listed any more, and which had no event
@@ -77,6 +89,9 @@ class _Call:
     seat: str | None = None
     seat_interface: str | None = None
     hold_seconds: int | None = None
+    waited_seconds: int = 0              # wait in the queues left before the current one (overflow)
+    queue_joined_at: float | None = None  # Timestamp of the current queue's QueueCallerJoin
+    queue_left: bool = False             # the current queue's wait ended (its QueueCallerAbandon)
     talk_seconds: int | None = None
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
@@ -407,6 +422,8 @@ def _varset(call: _Call, e: ev.VarSet) -> None:
     name = e.variable
     if name.startswith("HOTLINE_") or name == "QUEUESTATUS":
         call.variables[name] = e.value
+        if name == "QUEUESTATUS" and e.value in _TIMEOUT_STATUSES:
+            _timed_out(call, e.value)
         if e.value and name.startswith("HOTLINE_") and name not in _NOT_ROUTING:
             call.inbound = True
         if name == "HOTLINE_IVR_CHOICE":
@@ -422,13 +439,35 @@ def _mixmonitor(call: _Call, e: ev.MixMonitorStart) -> None:
         call.note(e.timestamp, "recording_started", path=path)
 
 
+def _timed_out(call: _Call, status: str) -> None:
+    """app_queue gave up on the caller: the QueueCallerAbandon of this Queue() was no abandon."""
+    for i in range(len(call.timeline) - 1, -1, -1):
+        entry = call.timeline[i]
+        if entry.kind == "queue_join":
+            return
+        if entry.kind == "abandoned":
+            call.timeline[i] = replace(entry, kind="queue_timeout", detail={**entry.detail, "status": status})
+            return
+
+
 def _join(call: _Call, e: ev.QueueCallerJoin) -> None:
+    status = call.variables.pop("QUEUESTATUS", None)  # an earlier Queue()'s status says nothing of this one
+    if call.answered_at is None and call.joined:
+        # the caller waited in another queue first (overflow): the wait goes on
+        if call.queue_left and call.hold_seconds is not None:
+            call.waited_seconds = call.hold_seconds
+        elif call.queue_joined_at is not None:  # that queue's end was not seen: its Timestamps
+            call.waited_seconds += max(0, round(e.timestamp - call.queue_joined_at))
+        call.hold_seconds = call.waited_seconds
+        if status in _TIMEOUT_STATUSES:
+            call.note(e.timestamp, "queue_overflow", from_queue=call.queue, to_queue=e.queue,
+                      waited=call.waited_seconds)
     call.inbound = call.joined = True
-    call.variables.pop("QUEUESTATUS", None)  # the status of an earlier Queue() says nothing about this one
     if call.answered_at is None:  # the queue the call waited in until its first answer
         call.queue = e.queue
         call.queue_position = e.position
         call.caller_uniqueid = e.uniqueid
+        call.queue_joined_at, call.queue_left = e.timestamp, False
     if e.caller_number:
         call.caller_number, call.caller_name = e.caller_number, e.caller_name
     call.note(e.timestamp, "queue_join", queue=e.queue, position=e.position)
@@ -437,13 +476,21 @@ def _join(call: _Call, e: ev.QueueCallerJoin) -> None:
 def _abandon(call: _Call, e: ev.QueueCallerAbandon) -> None:
     call.inbound = call.abandoned = True
     if call.answered_at is None:
-        call.hold_seconds = e.hold_time
+        call.hold_seconds = _whole_wait(call, e.hold_time)
+        call.queue_left = True
         if call.queue is None:  # joined before the tracker saw the call (started before the AMI link)
             call.queue, call.queue_position = e.queue, e.original_position or e.position
         call.caller_uniqueid = call.caller_uniqueid or e.uniqueid
     if call.caller_number is None and e.caller_number:
         call.caller_number, call.caller_name = e.caller_number, e.caller_name
     call.note(e.timestamp, "abandoned", queue=e.queue, position=e.position, hold=e.hold_time)
+
+
+def _whole_wait(call: _Call, hold_time: int | None) -> int | None:
+    """app_queue's HoldTime in the current queue, plus the wait in the queues before it."""
+    if hold_time is None:
+        return call.waited_seconds or None
+    return call.waited_seconds + hold_time
 
 
 def _called(call: _Call, e: ev.AgentCalled) -> None:
@@ -459,7 +506,7 @@ def _connect(call: _Call, e: ev.AgentConnect) -> None:
     if call.answered_at is None:  # after a transfer back into a queue the first answer still counts
         call.answered_at = e.timestamp
         call.seat, call.seat_interface = e.member_name, e.interface
-        call.hold_seconds = e.hold_time
+        call.hold_seconds = _whole_wait(call, e.hold_time)
         call.queue = e.queue or call.queue
     call.note(e.timestamp, "answered", seat=e.member_name, hold=e.hold_time, ring=e.ring_time)
 
@@ -468,7 +515,7 @@ def _complete(call: _Call, e: ev.AgentComplete) -> None:
     if call.answered_at is None:  # AgentConnect was missed (the AMI link was down): it was answered
         call.answered_at = e.timestamp - (e.talk_time or 0)
         call.seat, call.seat_interface = e.member_name, e.interface
-        call.hold_seconds = e.hold_time
+        call.hold_seconds = _whole_wait(call, e.hold_time)
         call.queue = e.queue or call.queue
         call.inbound = True
     if e.talk_time is not None:

@@ -526,29 +526,40 @@ class _Channel:
     @staticmethod
     def expression(inner: str) -> str:
         m = re.fullmatch(r'\s*"([^"]*)"\s*(!?=)\s*"([^"]*)"\s*', inner)
-        assert m, f"unexpected expression: $[{inner}]"
+        if m is None:  # arithmetic, only on whole numbers the dialplan itself set (HOTLINE_OVERFLOWS)
+            n = re.fullmatch(r"\s*(\d+)\s*(\+|>=)\s*(\d+)\s*", inner)
+            assert n, f"unexpected expression: $[{inner}]"
+            a, b = int(n.group(1)), int(n.group(3))
+            return str(a + b) if n.group(2) == "+" else ("1" if a >= b else "0")
         equal = m.group(1) == m.group(3)
         return "1" if equal == (m.group(2) == "=") else "0"
 
 
-def run_inbound(text: str, channel: _Channel) -> _Channel:
-    """Run extension 12345 of [hotline-inbound] until Queue() or Hangup()."""
-    steps: list[tuple[str | None, str]] = []
-    for kind, value in parse_text(text)["hotline-inbound"]:
+def run_inbound(text: str, channel: _Channel, statuses: list[str] | None = None, *,
+                context: str = "hotline-inbound", exten: str = "12345") -> _Channel:
+    """Run ``exten`` of ``context`` until Queue() or Hangup(). With ``statuses``, each Queue()
+    returns with the next QUEUESTATUS instead and the dialplan goes on, until Hangup()."""
+    extens: dict[str, list[tuple[str | None, str]]] = {}
+    current = None
+    for kind, value in parse_text(text)[context]:
         if kind == "exten":
-            exten, value = value.split(",", 1)
-            if exten != "12345":
-                break
+            current, value = value.split(",", 1)
+            assert current not in extens, f"extension {current} twice"
+            extens[current] = []
         prio, app = value.split(",", 1)
         label = re.fullmatch(r"(?:n|\d+)(?:\((\w+)\))?", prio)
         assert label, prio
-        steps.append((label.group(1), app))
-    labels = {label: n for n, (label, _app) in enumerate(steps) if label}
-    pc = 0
-    while pc < len(steps):
+        extens[current].append((label.group(1), app))
+    labels = {(ext, label): n for ext, steps in extens.items() for n, (label, _app) in enumerate(steps) if label}
+    statuses = None if statuses is None else list(statuses)
+    pc, steps = 0, extens[exten]
+    for _ in range(1000):
+        if pc >= len(steps):
+            break
         app = steps[pc][1]
         pc += 1
         name, data = re.fullmatch(r"(\w+)\((.*)\)", app, re.S).groups()
+        channel.vars["EXTEN"] = exten
         data = channel.subst(data)
         while name == "ExecIf":
             cond, then = data.split("?", 1)
@@ -561,18 +572,23 @@ def run_inbound(text: str, channel: _Channel) -> _Channel:
         if name == "Set":
             var, value = data.split("=", 1)
             channel.vars[var] = value
-        elif name == "GotoIf":
-            cond, target = data.split("?", 1)
+        elif name in ("GotoIf", "Goto"):
+            cond, target = data.split("?", 1) if name == "GotoIf" else ("1", data)
             assert cond in ("0", "1"), data
             if cond == "1":
-                pc = labels[target]
+                if "," in target:
+                    exten, target = target.split(",")
+                    steps = extens[exten]
+                pc = labels[(exten, target)]
         elif name == "AGI":
             channel.agi(channel)
+        elif name == "Queue" and statuses is not None:
+            channel.vars["QUEUESTATUS"] = statuses.pop(0)
         elif name in ("Queue", "Hangup"):
             return channel
         else:
             assert name in ("NoOp", "Answer", "MixMonitor"), name
-    raise AssertionError("the dialplan ran out without Queue() or Hangup(): dead air")
+    raise AssertionError("the dialplan ran out without Queue() or Hangup(): dead air (or looped)")
 
 
 def parse_text(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -687,3 +703,118 @@ def test_bad_strategy_and_category_raise_naming_them(big_settings):
     big_settings.queues[0].category = "x)\nexten => s,1,System(id)"
     with pytest.raises(ValueError, match=r"queues\[0\]\.category"):
         render_dialplan(big_settings)
+
+
+# --------------------------------------------------------------------------- overflow
+
+
+@pytest.fixture
+def overflow_settings(big_settings):
+    """hl-dialect overflows into hl-business, which overflows into hl-general."""
+    big_settings.queues[2].overflow = "hl-business"
+    big_settings.queues[1].overflow = "hl-general"
+    return big_settings
+
+
+def queues_run(channel: _Channel) -> list[list[str]]:
+    return [data.split(",") for name, data in channel.apps if name == "Queue"]
+
+
+def test_dialplan_overflow_parses_and_reads_only_checked_values(tmp_path, overflow_settings):
+    text = render_dialplan(overflow_settings)
+    sections = parse(tmp_path, "extensions.conf", text)
+    steps = dialplan_steps(sections["hotline-inbound"])
+    raw = [v for _k, v in sections["hotline-inbound"]]
+    queue_at = steps.index("Queue(${HOTLINE_QUEUE},t,,,${HOTLINE_QUEUE_TIMEOUT})")
+    assert steps[queue_at - 1] == "Set(HOTLINE_OVERFLOWS=0)"  # after the IVR: the service cannot preset it
+    assert any(v.startswith("n(in_queue),Queue(") for v in raw)
+    tail = steps[queue_at + 1:]
+    assert tail[:3] == ["NoOp(Hotline queue exit ${QUEUESTATUS})",
+                        'GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
+                        "GotoIf($[${HOTLINE_OVERFLOWS} >= 2]?queue_done)"]  # two queues overflow: two hops
+    assert tail[3:5] == ['GotoIf($["${HOTLINE_QUEUE}" = "hl-business"]?overflow_1)',
+                         'GotoIf($["${HOTLINE_QUEUE}" = "hl-dialect"]?overflow_2)']
+    assert tail[5] == "Hangup()" and any(v.startswith("n(queue_done),Hangup()") for v in raw)
+    assert tail[6:12] == ["NoOp(Hotline overflow hl-business to hl-general)", "Set(HOTLINE_QUEUE=hl-general)",
+                          "Set(HOTLINE_QUEUE_TIMEOUT=150)", "Set(HOTLINE_CATEGORY=general)",
+                          "Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])", "Goto(in_queue)"]
+    assert tail[12:] == ["NoOp(Hotline overflow hl-dialect to hl-business)", "Set(HOTLINE_QUEUE=hl-business)",
+                         "Set(HOTLINE_QUEUE_TIMEOUT=300)", "Set(HOTLINE_CATEGORY=business_environment)",
+                         "Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])", "Goto(in_queue)"]
+    # HOTLINE_QUEUE is read only in the whitelist, comparisons with a configured name, and Queue().
+    for step in steps:
+        if "${HOTLINE_QUEUE}" in step:
+            assert step.startswith(("GotoIf(", "ExecIf(", "Queue(")), step
+    assert "CALLERID" not in text
+    # Without any overflow the dialplan is the plain one (no counter, no labels for it).
+    overflow_settings.queues[1].overflow = overflow_settings.queues[2].overflow = None
+    assert "OVERFLOW" not in render_dialplan(overflow_settings)
+
+
+def test_dialplan_overflow_runs_the_chain(overflow_settings):
+    text = render_dialplan(overflow_settings)
+    agi = ivr_sets(HOTLINE_QUEUE="hl-dialect", HOTLINE_QUEUE_TIMEOUT="45", HOTLINE_CATEGORY="dialect")
+    # timed out in hl-dialect (the IVR's 45 s), then hl-business, then answered in hl-general
+    ch = run_inbound(text, _Channel({}, agi), ["TIMEOUT", "TIMEOUT", "CONTINUE"])
+    assert queues_run(ch) == [["hl-dialect", "t", "", "", "45"], ["hl-business", "t", "", "", "300"],
+                              ["hl-general", "t", "", "", "150"]]
+    assert ch.apps[-1] == ("Hangup", "")
+    assert (ch.vars["HOTLINE_QUEUE"], ch.vars["HOTLINE_CATEGORY"], ch.vars["HOTLINE_OVERFLOWS"]) == \
+        ("hl-general", "general", "2")
+    # a caller who hung up (no QUEUESTATUS) or left any other way is not sent on
+    for status in ("", "FULL", "CONTINUE"):
+        ch = run_inbound(text, _Channel({}, agi), [status])
+        assert len(queues_run(ch)) == 1 and ch.apps[-1] == ("Hangup", "")
+    # the end of the chain: a timeout in hl-general has nowhere to go
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-general")), ["TIMEOUT"])
+    assert queues_run(ch) == [["hl-general", "t", "", "", "150"]] and ch.apps[-1] == ("Hangup", "")
+    # the IVR cannot preset the counter to skip the overflow, nor a crafted queue name reach it
+    agi = ivr_sets(HOTLINE_QUEUE="hl-business", HOTLINE_OVERFLOWS="9")
+    ch = run_inbound(text, _Channel({}, agi), ["TIMEOUT", "TIMEOUT"])
+    assert [q[0] for q in queues_run(ch)] == ["hl-business", "hl-general"]
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE='hl-business" = "hl-business')), ["TIMEOUT"])
+    assert [q[0] for q in queues_run(ch)] == ["hl-general"]
+
+
+def test_dialplan_overflow_hops_are_bounded_even_in_a_loop(overflow_settings):
+    """The settings refuse loops; if one slipped into the dialplan, the counter still ends it."""
+    text = render_dialplan(overflow_settings)
+    # make hl-business overflow back into hl-dialect: a loop the generator would refuse
+    looped = text.replace("Set(HOTLINE_QUEUE=hl-general)", "Set(HOTLINE_QUEUE=hl-dialect)")
+    ch = run_inbound(looped, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-dialect")), ["TIMEOUT"] * 10)
+    assert [q[0] for q in queues_run(ch)] == ["hl-dialect", "hl-business", "hl-dialect"]
+    assert ch.apps[-1] == ("Hangup", "")
+
+
+@pytest.mark.parametrize(
+    ("overflows", "setting"),
+    [({1: "nosuch"}, r"queues\[1\]\.overflow"), ({1: "hl-business"}, r"queues\[1\]\.overflow.*loop"),
+     ({1: "hl-dialect", 2: "hl-business"}, r"queues\[1\]\.overflow.*loop"),
+     ({0: "hl-x)\nexten => s,1,System(id)"}, r"queues\[0\]\.overflow")],
+)
+def test_dialplan_refuses_bad_overflow(big_settings, overflows, setting):
+    for index, target in overflows.items():
+        big_settings.queues[index].overflow = target  # past the settings' own checks
+    with pytest.raises(ValueError, match=setting):
+        render_dialplan(big_settings)
+    with pytest.raises(ValueError, match=setting):
+        render_leader_dialplan(big_settings)
+
+
+def test_transfer_context_overflows_too(tmp_path, overflow_settings):
+    text = render_leader_dialplan(overflow_settings)
+    sections = parse(tmp_path, "extensions.conf", text)
+    transfer = sections["hotline-transfer"]
+    assert transfer[:3] == [("exten", "hl-general,1,Set(HOTLINE_OVERFLOWS=0)"),
+                            ("same", "n(in_queue),Queue(${EXTEN},t,,,150)"), ("same", "n,Hangup()")]
+    assert not any(v.startswith("_") for _k, v in transfer)  # still one extension per queue, no pattern
+    # a blind transfer into hl-dialect: its max wait, then on to hl-business and hl-general
+    ch = run_inbound(text, _Channel({"HOTLINE_OVERFLOWS": "1"}, None), ["TIMEOUT", "TIMEOUT", "TIMEOUT"],
+                     context="hotline-transfer", exten="hl-dialect")
+    assert queues_run(ch) == [["hl-dialect", "t", "", "", "240"], ["hl-business", "t", "", "", "300"],
+                              ["hl-general", "t", "", "", "150"]]
+    assert (ch.vars["HOTLINE_QUEUE"], ch.vars["HOTLINE_CATEGORY"]) == ("hl-general", "general")
+    assert ch.apps[-1] == ("Hangup", "")
+    # answered (or hung up) in the first queue: no overflow
+    ch = run_inbound(text, _Channel({}, None), [""], context="hotline-transfer", exten="hl-business")
+    assert len(queues_run(ch)) == 1 and ch.apps[-1] == ("Hangup", "")

@@ -157,3 +157,38 @@ def test_example_file_shows_every_key():
                 continue
             assert f"{name} = " in text, f"{model.__name__}.{name} missing from config.example.toml"
     assert "secret = " not in text and "HOTLINE_AMI__SECRET" in text  # never a secret value in the file
+
+
+QUEUES_ABC = "[ivr]\nroutes = {}\ndefault_queue = 'a'\n" + "".join(
+    f"[[queues]]\nname = '{name}'\n" for name in ("a", "b", "c"))
+
+
+@pytest.mark.parametrize(
+    "overflows, message",
+    [
+        ({"b": "x"}, "queues[1].overflow names unknown queue 'x'"),
+        ({"c": "A"}, "queues[2].overflow names unknown queue 'A'"),  # exact name, as the dialplan checks it
+        ({"b": "b"}, "queues[1].overflow names the queue itself ('b')"),
+        ({"a": "b", "b": "a"}, "queues[0].overflow makes an overflow loop: a -> b -> a"),
+        ({"a": "b", "b": "c", "c": "b"}, "queues[1].overflow makes an overflow loop: b -> c -> b"),
+        ({"a": "c x"}, "queues.0.overflow"),
+    ],
+)
+def test_bad_overflow_names_the_key(tmp_path, overflows, message):
+    path = tmp_path / "overflow.toml"
+    text = QUEUES_ABC
+    for name, target in overflows.items():
+        text = text.replace(f"name = '{name}'\n", f"name = '{name}'\noverflow = '{target}'\n")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_overflow_chain_without_loop_loads(tmp_path):
+    path = tmp_path / "overflow.toml"
+    path.write_text(QUEUES_ABC.replace("name = 'c'\n", "name = 'c'\noverflow = 'b'\n")
+                    .replace("name = 'b'\n", "name = 'b'\noverflow = 'a'\n"))
+    s = load_settings(path)
+    assert [(q.name, q.overflow) for q in s.queues] == [("a", None), ("b", "a"), ("c", "b")]
+    assert load_settings(EXAMPLE).queue("hotline-business").overflow == "hotline-general"

@@ -874,3 +874,83 @@ def test_scripted_caller_values_are_checked():
     with pytest.raises(ValueError):
         ScriptedCaller(number="1", dtmf="1x").validate()
     ScriptedCaller(number="13800138000", name="张三", dtmf="12#").validate()
+
+
+# ---------------------------------------------------------------- overflow
+
+OVERFLOW_QUEUES = {
+    "hotline-leader": {**QUEUES["hotline-leader"], "max_wait": 600, "category": "leader",
+                       "overflow": "hotline-general"},
+    "hotline-general": {**QUEUES["hotline-general"], "max_wait": 30, "category": "general"},
+}
+
+
+async def test_queue_timeout_overflows_into_the_next_queue(make_sim, make_agi, make_client):
+    """As the generated dialplan: Queue() of hotline-leader times out (nobody there), the caller goes
+    on to its overflow queue with that queue's max wait and category, and a seat answers there."""
+    from telephony.events import to_event
+    from telephony.tracker import CallTracker
+
+    agi = await make_agi(["SET VARIABLE HOTLINE_QUEUE_TIMEOUT 3", "SET VARIABLE HOTLINE_QUEUE hotline-leader"])
+    sim = await make_sim(agi.port, OVERFLOW_QUEUES)
+    client = await make_client(sim.ami_port)
+    await client.action("QueueAdd", {"Queue": "hotline-general", "Interface": "PJSIP/8001", "MemberName": "Seat 8001"})
+    sim.set_seat_behaviour("PJSIP/8001", SeatBehaviour(answer_after=1.0, talk=2.0))
+    result, ours = await run_call(sim, client, ScriptedCaller(number="13700137000", name="Wang Wu"))
+    assert (result.outcome, result.queue, result.seat_name) == ("answered", "hotline-general", "Seat 8001")
+
+    abandon = next(i for i, f in enumerate(ours) if f.event == "QueueCallerAbandon")
+    tail = [f.event if f.event != "VarSet" else f"{f['Variable']}={f['Value']}" for f in ours[abandon:]
+            if f.event not in ("Newexten", "CEL", "Cdr", "DeviceStateChange")
+            and not (f.event == "VarSet" and f["Variable"].endswith(("TIME", "TIME_MS", "WAIT", "WAIT_MS")))]
+    join = tail.index("QueueCallerJoin")
+    assert tail[:join + 1] == [
+        "QueueCallerAbandon", "MusicOnHoldStop", "QueueCallerLeave", "QUEUEPOSITION=1", "QUEUESTATUS=TIMEOUT",
+        "HOTLINE_QUEUE=hotline-general", "HOTLINE_QUEUE_TIMEOUT=30", "HOTLINE_CATEGORY=general",
+        "HOTLINE_OVERFLOWS=1", "QueueCallerJoin"]
+    assert [f["Queue"] for f in ours if f.event == "QueueCallerJoin"] == ["hotline-leader", "hotline-general"]
+    assert next(f for f in ours if f.event == "QueueCallerAbandon")["Queue"] == "hotline-leader"
+    assert next(f for f in ours if f.event == "AgentConnect")["Queue"] == "hotline-general"
+    queues = [f["AppData"] for f in ours if f.event == "Newexten" and f["Application"] == "Queue"]
+    assert queues == ["hotline-leader,t,,,3", "hotline-general,t,,,30"]  # the IVR's 3 s, then general's own
+    assert [f["Value"] for f in ours if f.event == "VarSet" and f["Variable"] == "HOTLINE_OVERFLOWS"] == ["0", "1"]
+    assert ours[-1].event == "Hangup" and ours[-1]["Channel"].endswith(";2")
+    assert sum(f.event == "MixMonitorStart" for f in ours) == 1  # one recording over both queues
+
+    # the tracker makes one answered call of it, in the overflow queue, holding over both waits
+    tracker = CallTracker("n")
+    finished = [c for c in (tracker.feed(to_event(f)) for f in ours) if c is not None]
+    assert len(finished) == 1
+    call = finished[0]
+    leader_hold = int(next(f for f in ours if f.event == "QueueCallerAbandon")["HoldTime"])
+    general_hold = int(next(f for f in ours if f.event == "AgentConnect")["HoldTime"])
+    assert (call.outcome, call.queue, call.seat, call.category) == ("answered", "hotline-general", "Seat 8001",
+                                                                    "general")
+    assert leader_hold >= 3 and call.hold_seconds == leader_hold + general_hold
+    kinds = [e.kind for e in call.timeline]
+    assert "abandoned" not in kinds
+    assert kinds.index("queue_timeout") < kinds.index("queue_overflow") < kinds.index("answered")
+    hop = next(e for e in call.timeline if e.kind == "queue_overflow")
+    assert hop.detail == {"from_queue": "hotline-leader", "to_queue": "hotline-general", "waited": leader_hold}
+
+
+async def test_overflow_ends_at_the_end_of_the_chain(make_sim, make_agi, make_client):
+    """Nobody anywhere: the caller times out of the first queue, then of the overflow queue, which
+    has no overflow: one hop, then the hang-up as after any timeout."""
+    queues = {**OVERFLOW_QUEUES, "hotline-general": {**OVERFLOW_QUEUES["hotline-general"], "max_wait": 2}}
+    agi = await make_agi(["SET VARIABLE HOTLINE_QUEUE_TIMEOUT 2", "SET VARIABLE HOTLINE_QUEUE hotline-leader"])
+    sim = await make_sim(agi.port, queues)
+    client = await make_client(sim.ami_port)
+    result, ours = await run_call(sim, client, ScriptedCaller(number="13700137000"))
+    assert (result.outcome, result.queue) == ("queue_timeout", "hotline-general")
+    assert [f["Queue"] for f in ours if f.event == "QueueCallerJoin"] == ["hotline-leader", "hotline-general"]
+    assert [f["Value"] for f in ours if f.event == "VarSet" and f["Variable"] == "QUEUESTATUS"] == ["TIMEOUT"] * 2
+
+
+def test_overflow_to_an_unknown_queue_is_refused():
+    with pytest.raises(ValueError, match="overflow names unknown queue 'nope'"):
+        PbxSimulator(username="hotline", secret="s3cret", recordings_dir="/tmp",
+                     queues={"a": {"strategy": "ringall", "overflow": "nope"}})
+    with pytest.raises(ValueError, match="max_wait"):
+        PbxSimulator(username="hotline", secret="s3cret", recordings_dir="/tmp",
+                     queues={"a": {"strategy": "ringall", "max_wait": "60"}})

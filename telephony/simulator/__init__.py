@@ -2,6 +2,6 @@
 
 from telephony.simulator.caller import ScriptedCaller, SimCallResult, SimOriginateResult
 from telephony.simulator.core import SeatBehaviour
-from telephony.simulator.pbx import PbxSimulator
+from telephony.simulator.pbx import PbxSimulator, queue_definitions
 
-__all__ = ["PbxSimulator", "ScriptedCaller", "SeatBehaviour", "SimCallResult", "SimOriginateResult"]
+__all__ = ["PbxSimulator", "ScriptedCaller", "SeatBehaviour", "SimCallResult", "SimOriginateResult", "queue_definitions"]

@@ -11,6 +11,12 @@ doing (AGI command, queue wait, talk), which then ends its own way. Every ending
 one of two tails that run the hang-up handler and end with the Hangup of ``;2`` (the last event
 of the call); the recording is written and closed before that event.
 
+Overflow: a Queue() that timed out (QUEUESTATUS=TIMEOUT) on a queue whose definition names an
+``overflow`` queue goes on, as the generated dialplan does, with VarSet HOTLINE_QUEUE (then
+HOTLINE_QUEUE_TIMEOUT, HOTLINE_CATEGORY, HOTLINE_OVERFLOWS) and a new Queue() on that queue with
+its own max wait; at most one hop per queue that has an overflow (the dialplan's bound), counted
+afresh after a transfer. The recording and the call go on; only the queue changes.
+
 Transfers (transfer.py): a blind transfer (BlindTransfer of the seat's channel) or a Redirect of
 the caller's channel ends Queue() with the caller sent to ``hotline-transfer,<queue>,1``, which
 runs ``Queue(<queue>,t,,,<max wait>)`` again (then ``NoOp``/``Hangup`` as after the first queue);
@@ -208,21 +214,32 @@ class InboundCall:
             return
         ev.newexten(self.bus, c2, "GotoIf", "0?done", priority=5)
         queue = self._route()
+        route = self.core.routes.get(queue)
+        if not c2.variables.get("HOTLINE_QUEUE_TIMEOUT") and route is not None and route.max_wait:
+            self._set("HOTLINE_QUEUE_TIMEOUT", str(route.max_wait))  # the dialplan: the queue's max wait
         max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
         await self._mixmonitor()
         if self.dead.is_set():
             self.outcome = "ivr_hangup"
             await self._end()
             return
+        if self.core.overflow_bound:
+            self._set("HOTLINE_OVERFLOWS", "0")
         ev.newexten(self.bus, c2, "Queue", f"{queue},t,,,{max_wait}", priority=7)
         self.queue = queue
-        app = QueueApp(self, queue)
+        app: QueueApp | None = QueueApp(self, queue)
         self.outcome = await app.run()
         seat_name = app.seat_name
-        for _ in range(MAX_TRANSFERS):
-            if self.outcome != "transferred":
+        transfers = overflows = 0
+        while True:
+            if self.outcome == "transferred" and transfers < MAX_TRANSFERS:
+                transfers, overflows = transfers + 1, 0  # a transfer counts overflow hops afresh
+                app = await self._transferred()
+            elif self.outcome == "queue_timeout" and overflows < self.core.overflow_bound:
+                overflows += 1
+                app = self._overflow(overflows)
+            else:
                 break
-            app = await self._transferred()
             if app is None:
                 break
             self.outcome = await app.run()
@@ -247,11 +264,59 @@ class InboundCall:
             ev.newexten(self.bus, c2, "Hangup", "", context=request.context if request else c2.context,
                         exten=request.exten if request else c2.exten, priority=1)
             return None
-        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
+        route = self.core.routes.get(request.exten)
+        wait = route.max_wait if route is not None else None
+        max_wait = str(wait) if wait else c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
+        priority = 1
+        if self.core.overflow_bound:  # exten => <queue>,1,Set(HOTLINE_OVERFLOWS=0), n(in_queue),Queue(...)
+            ev.newexten(self.bus, c2, "Set", "HOTLINE_OVERFLOWS=0", context=request.context, exten=request.exten,
+                        priority=1)
+            ev.varset(self.bus, c2, "HOTLINE_OVERFLOWS", "0")
+            priority = 2
         ev.newexten(self.bus, c2, "Queue", f"{request.exten},t,,,{max_wait}", context=request.context,
-                    exten=request.exten, priority=1)
+                    exten=request.exten, priority=priority)
         self.queue = request.exten
-        return QueueApp(self, request.exten)
+        return QueueApp(self, request.exten, float(max_wait) if wait else None)
+
+    def _overflow(self, hop: int) -> QueueApp | None:
+        """Queue() timed out: the generated dialplan's overflow. If the queue has an overflow
+        queue, NoOp, the checks, then Set HOTLINE_QUEUE, HOTLINE_QUEUE_TIMEOUT, HOTLINE_CATEGORY
+        (each a VarSet) and the hop count, and Queue() again on the overflow queue (its own max
+        wait); None if it has none (the caller is hung up as after any timeout)."""
+        c2, source = self.c2, self.queue
+        route = self.core.routes.get(source or "")
+        target = route.overflow if route is not None else None
+        if target is None or target not in self.core.queues:
+            return None
+        in_transfer = c2.context == TRANSFER_CONTEXT
+        if not in_transfer:
+            ev.newexten(self.bus, c2, "NoOp", f"after queue {c2.variables.get('QUEUESTATUS', '')}",
+                        priority=c2.priority + 1)
+        ev.newexten(self.bus, c2, "GotoIf", "0?queue_done", priority=c2.priority + 1)
+        ev.newexten(self.bus, c2, "GotoIf", "0?queue_done", priority=c2.priority + 1)
+        if not in_transfer:
+            ev.newexten(self.bus, c2, "GotoIf", f"1?overflow_{hop}", priority=c2.priority + 1)
+            ev.newexten(self.bus, c2, "NoOp", f"Hotline overflow {source} to {target}", priority=c2.priority + 1)
+        wait = self.core.routes[target].max_wait or 60
+        self._set("HOTLINE_QUEUE", target)
+        self._set("HOTLINE_QUEUE_TIMEOUT", str(wait))
+        category = self.core.routes[target].category
+        if category:
+            self._set("HOTLINE_CATEGORY", category)
+        self._set("HOTLINE_OVERFLOWS", str(hop))
+        ev.newexten(self.bus, c2, "Goto", f"{target},in_queue" if in_transfer else "in_queue",
+                    priority=c2.priority + 1)
+        if in_transfer:
+            ev.newexten(self.bus, c2, "Queue", f"{target},t,,,{wait}", exten=target, priority=2)
+        else:
+            ev.newexten(self.bus, c2, "Queue", f"{target},t,,,{wait}", priority=7)
+        self.queue = target
+        return QueueApp(self, target, float(wait))
+
+    def _set(self, name: str, value: str) -> None:
+        """Set(name=value) in the dialplan: its Newexten, then the VarSet."""
+        ev.newexten(self.bus, self.c2, "Set", f"{name}={value}", priority=self.c2.priority + 1)
+        ev.varset(self.bus, self.c2, name, value)
 
     def _route(self) -> str:
         """The queue, as the generated dialplan picks it: HOTLINE_QUEUE if it names a configured

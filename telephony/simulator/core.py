@@ -47,6 +47,32 @@ class SimConfig:
     fallback_category: str | None = None
 
 
+@dataclass(frozen=True)
+class QueueRoute:
+    """What the generated dialplan (config/asterisk.py), not queues.conf, knows of a queue: its
+    max wait (the Queue() timeout of a transfer or an overflow into it), its work-order category
+    and its overflow queue (where a caller goes when the max wait runs out)."""
+
+    max_wait: int | None = None
+    category: str | None = None
+    overflow: str | None = None
+
+
+def queue_routes(queues: Mapping[str, Mapping[str, object]]) -> dict[str, QueueRoute]:
+    """The ``max_wait``, ``category`` and ``overflow`` keys of each queue definition, checked:
+    ValueError for an overflow that names no queue here or a max wait that is no whole number > 0."""
+    routes = {}
+    for name, conf in queues.items():
+        overflow, wait, category = conf.get("overflow"), conf.get("max_wait"), conf.get("category")
+        if overflow is not None and overflow not in queues:
+            raise ValueError(f"queue {name}: overflow names unknown queue {overflow!r}")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int) or wait < 1):
+            raise ValueError(f"queue {name}: max_wait must be a whole number of seconds > 0")
+        routes[name] = QueueRoute(wait, None if category is None else str(category),
+                                  None if overflow is None else str(overflow))
+    return routes
+
+
 class PbxCore:
     def __init__(self, clock: SimClock, config: SimConfig, seats: Mapping[str, SeatBehaviour]) -> None:
         self.clock = clock
@@ -55,6 +81,9 @@ class PbxCore:
         self.bus = EventBus(clock)
         self.channels = ChannelRegistry(clock)
         self.queues = {name: CallQueue(name, conf) for name, conf in config.queues.items()}
+        self.routes = queue_routes(config.queues)
+        # overflow hops of one caller, as the generated dialplan bounds them: one per queue that has one
+        self.overflow_bound = sum(1 for r in self.routes.values() if r.overflow is not None)
         self.devices = DeviceTable()
         self.engaged: dict[str, int] = {}      # device -> legs ringing or talking
         self.last_call: dict[str, float] = {}  # device -> end of its last queue call (shared_lastcall)

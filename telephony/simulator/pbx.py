@@ -12,7 +12,10 @@ recorded with outcome ``pbx_restart`` (keeping the seat, queue and ``answered`` 
 the new boot has the same port, a new CoreStartupDate/Time, no members and no channels, sim
 time going on from where it was (plus the second a restart takes). ``refuse_agi(True)`` makes
 FastAGI unreachable: AGI() fails at once (AGISTATUS=FAILURE) and the call goes to the default
-queue, as the generated dialplan routes it. Slow seats: ``set_seat_behaviour`` with
+queue, as the generated dialplan routes it. A queue definition may carry the dialplan's
+``max_wait``, ``category`` and ``overflow`` (another queue): a caller whose max wait runs out
+goes on to the overflow queue as the generated dialplan sends it (``queue_definitions`` builds
+the definitions from the settings). Slow seats: ``set_seat_behaviour`` with
 ``SeatBehaviour(answer_after=...)``.
 """
 
@@ -21,19 +24,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 from telephony.simulator.ami_server import AmiServer
 from telephony.simulator.caller import ScriptedCaller, SimCallResult, SimOriginateResult
 from telephony.simulator.calls import InboundCall
 from telephony.simulator.clock import SimClock
-from telephony.simulator.core import PbxCore, SeatBehaviour, SimConfig
+from telephony.simulator.core import PbxCore, SeatBehaviour, SimConfig, queue_routes
 from telephony.simulator.queue import CallQueue
 
 log = logging.getLogger("hotline.simulator")
 
 MAX_CALLS = 1000  # calls and originates running at once
 MAX_RECORDS = 100_000  # Originate records kept
+
+
+def queue_definitions(queues: Iterable[Any], *, retry: int = 1) -> dict[str, dict[str, object]]:
+    """The simulator's ``queues`` from configured queues (config.settings.QueueConfig or alike):
+    queues.conf's strategy, ring timeout, retry and wrap-up as config/asterisk.py writes them,
+    and the dialplan's max wait, category and overflow."""
+    return {q.name: {"strategy": q.strategy, "timeout": q.ring_timeout, "retry": retry, "wrapuptime": q.wrapup,
+                     "max_wait": q.max_wait, "category": q.category, "overflow": q.overflow} for q in queues}
 
 
 class PbxSimulator:
@@ -45,6 +56,7 @@ class PbxSimulator:
             raise ValueError("speed must be > 0")
         for name, conf in queues.items():
             CallQueue(name, conf)  # fail early on a bad queue definition
+        queue_routes(queues)
         self.config = SimConfig(username, secret, agi_host, int(agi_port), Path(recordings_dir),
                                 {name: dict(conf) for name, conf in queues.items()}, fallback_queue,
                                 fallback_category)

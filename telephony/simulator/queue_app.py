@@ -48,8 +48,9 @@ def _number(text: str | None, default: float) -> float:
 
 
 class QueueApp:
-    def __init__(self, call: InboundCall, name: str) -> None:
+    def __init__(self, call: InboundCall, name: str, max_wait: float | None = None) -> None:
         self.call = call
+        self.max_wait = max_wait  # the Queue() timeout argument; None: HOTLINE_QUEUE_TIMEOUT, else 60 s
         self.core = call.core
         self.bus = call.bus
         self.clock = call.core.clock
@@ -88,7 +89,9 @@ class QueueApp:
             ev.varset(self.bus, c2, "QUEUESTATUS", "UNKNOWN")
             return "no_queue"
         prio = int(_number(self.call.get_var("QUEUE_PRIO") or self.call.get_var("HOTLINE_PRIORITY"), 0))
-        max_wait = _number(c2.variables.get("HOTLINE_QUEUE_TIMEOUT"), 60.0)
+        max_wait = self.max_wait
+        if max_wait is None:
+            max_wait = _number(c2.variables.get("HOTLINE_QUEUE_TIMEOUT"), 60.0)
         self.joined = self.clock.now()
         self.entry = Entry(self.call, prio, self.joined)
         position = q.join(self.entry)
