@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from config.settings import SeatConfig, Settings
 from hotline.service import HotlineService
-from telephony.simulator import PbxSimulator, ScriptedCaller, SeatBehaviour
+from telephony.simulator import PbxSimulator, ScriptedCaller, SeatBehaviour, queue_definitions
 from workorders.migrate import migrate
 from workorders.reports import run_summary
 
@@ -90,8 +90,7 @@ async def run_demo(settings: Settings, *, calls: int | None, speed: float, seed:
     sim = PbxSimulator(
         username=s.ami.username, secret=secret, agi_host="127.0.0.1", agi_port=s.agi.listen_port,
         recordings_dir=run_dir,
-        queues={q.name: {"strategy": q.strategy, "timeout": q.ring_timeout, "retry": 1, "wrapuptime": q.wrapup}
-                for q in s.queues},
+        queues=queue_definitions(s.queues),   # queues.conf and the dialplan's max wait, category, overflow
         fallback_queue=s.ivr.default_queue, speed=speed,
     )
     await sim.start()
