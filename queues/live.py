@@ -22,6 +22,25 @@ counts twice:
   sums, not every call of the day. The day is the call's start day in the centre's time zone.
 Call updates that failed while Redis was down are kept (bounded) and re-applied when it is back,
 so today's figures recover; state updates (waiting, seats) are simply superseded by later events.
+A call is judged by the service level its queue had when it was pushed (``set_queues`` replaces
+the configured queues and their service levels at run time; calls pushed earlier keep theirs).
+
+Operators (pushed by the operator desk, queues/operators.py, as the node's owner, after each
+change it keeps and after each reload or reconcile): P:operators holds one record per operator
+LOGGED IN on this node, ``{operator_id, name, state, since, reason, seat}`` (state: available,
+paused, ringing, on_call, wrap_up; since: epoch seconds of the change, to the microsecond as
+Postgres keeps it, so a reload gives the same record; reason: the pause reason, paused only). An
+operator who logs out is REMOVED from the hash (as a seat in no queue is); the removal is published
+as a record with state "offline" and since = the logout. So the hash mirrors the logged-in rows of
+``operator_sessions`` for this node, and the desk's full push after every reload
+(``push_operators``) replaces it whole, dropping operators a crash or another owner left behind.
+The snapshot lists them under ``operators`` (id -> record), counted under ``operators_by_state``.
+Each push records the operator's latest state in memory at once; the task then writes and
+publishes that latest state, so updates never go back in time, a record equal to the one written
+before writes and publishes nothing, and when updates come faster than Redis takes them a
+passing state may be skipped. After a failed write (Redis down) or a full backlog, the retry
+replaces the whole hash from memory and publishes only the records Redis did not hold: operators'
+states recover after an outage instead of waiting for each operator's next change.
 
 Figures (per queue, and in total under ``today``): offered (total: every call; per queue: every
 call that reached it), answered, abandoned (abandoned + queue_timeout), dropped (Asterisk restarted
@@ -37,7 +56,8 @@ or on call if its device is; otherwise paused only if paused in every queue it i
 
 Redis keys (P = hotline:<node>): P:waiting (hash queue -> callers), P:callers:<queue> (sorted set
 Uniqueid -> join time), P:members (hash "<queue>\\n<seat>" -> JSON view; AMI values never hold
-LF), P:seats (hash seat -> JSON {state, since, reason, interface, queues}), P:counted:<day> (set of
+LF), P:seats (hash seat -> JSON {state, since, reason, interface, queues}), P:operators (hash
+operator id -> JSON {operator_id, name, state, since, reason, seat}), P:counted:<day> (set of
 Linkedids), P:today:<day> (hash "<figure>" and "<figure>\\n<queue>" -> integer sums).
 
 Messages on channel ``hotline:<node>:live`` (compact JSON, one per applied change):
@@ -46,7 +66,10 @@ Messages on channel ``hotline:<node>:live`` (compact JSON, one per applied chang
 - ``{"type":"seat","seat":s,"queue":q,"member":state|null,"state":state,"since":t,"reason":r|null}``:
   a membership changed (member null: removed from q; state "offline": in no queue any more);
 - ``{"type":"call","day":d,"queue":q|null,"outcome":o,"hold":h|null,"talk":t|null,"within_sl":b}``:
-  a call was counted for the first time (a replay publishes nothing).
+  a call was counted for the first time (a replay publishes nothing);
+- ``{"type":"operator","operator_id":i,"name":n,"state":s,"since":t,"reason":r|null,"seat":x|null}``:
+  an operator's state changed (state "offline": logged out, or no longer logged in after a reload;
+  then seat and reason are null).
 """
 
 from __future__ import annotations
@@ -54,9 +77,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
@@ -70,6 +94,8 @@ log = logging.getLogger("hotline.live")
 DAY_TTL = 3 * 24 * 3600
 DEFAULT_SERVICE_LEVEL = 15
 SEAT_STATES = ("available", "paused", "on_call", "ringing", "unavailable", "unknown")
+OPERATOR_STATES = ("offline", "available", "paused", "ringing", "on_call", "wrap_up")   # queues.operator_state
+OFFLINE = "offline"
 _SEP = "\n"  # between names in a field: an AMI value never holds LF
 _ON_CALL = frozenset({2, 3, 7, 8})   # AST_DEVICE_INUSE, BUSY, RINGINUSE, ONHOLD
 _RINGING = 6                         # AST_DEVICE_RINGING
@@ -98,8 +124,8 @@ class LiveStats:
     def __init__(self, redis: aioredis.Redis, node: str, timezone: str = "Asia/Shanghai", backlog: int = 10000,
                  retry_interval: float = 5.0, *, queues: Iterable = (),
                  service_level: int = DEFAULT_SERVICE_LEVEL) -> None:
-        """``queues``: the configured queues (objects with ``name`` and ``service_level``, e.g.
-        Settings.queues): their service levels, and they are listed in the snapshot even when idle."""
+        """``queues``: the configured queues (see ``set_queues``): their service levels, and they are
+        listed in the snapshot even when idle."""
         self.redis = redis
         self.node = node
         self.prefix = f"hotline:{node}"
@@ -107,9 +133,14 @@ class LiveStats:
         self.tz = ZoneInfo(timezone)
         self.retry_interval = retry_interval
         self.default_service_level = service_level
-        self.service_levels = {q.name: q.service_level for q in queues}
+        self.service_levels = service_levels(queues, service_level)
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=backlog)
-        self._unsent: deque[FinishedCall] = deque()  # call updates Redis refused, at most ``backlog``
+        # call updates Redis refused, at most ``backlog``: (call, its queue's service level when pushed)
+        self._unsent: deque[tuple[FinishedCall, int]] = deque()
+        # operator id (str) -> record, offline ones included: the latest pushed, and the last written
+        self._operators: dict[str, dict] = {}
+        self._written_operators: dict[str, dict] = {}
+        self._operators_synced = True   # False after a failed write: the next one replaces the hash
         self._backlog = backlog
         self._count_call = redis.register_script(_COUNT_CALL)
         self.healthy = True
@@ -118,6 +149,17 @@ class LiveStats:
     def service_level(self, queue: str | None) -> int:
         return self.service_levels.get(queue, self.default_service_level) if queue else self.default_service_level
 
+    def set_queues(self, queues: Iterable) -> None:
+        """Replace the configured queues at run time (the queue configuration changed).
+
+        ``queues``: objects or mappings with ``name`` and ``service_level`` or
+        ``service_level_seconds`` (Settings.queues, rows of the ``queues`` table); a missing or None
+        level is the default. Calls pushed from now on are judged by the new levels (one pushed
+        earlier keeps its level); the snapshot lists the new queues, and a queue no longer configured
+        only while it still has waiting callers, members or figures today. Bad input raises
+        ValueError and changes nothing."""
+        self.service_levels = service_levels(queues, self.default_service_level)
+
     # -- feeding (never waits, never raises) ------------------------------------------------------
 
     def push_event(self, event: ev.AmiEvent) -> None:
@@ -125,7 +167,48 @@ class LiveStats:
             self._offer(("event", event))
 
     def push_call(self, call: FinishedCall) -> None:
-        self._offer(("call", call))
+        self._offer(("call", (call, self.service_level(call.queue))))
+
+    def push_operator(self, operator_id: int, *, name: str | None, state: str, since: float,
+                      reason: str | None = None, seat: str | None = None) -> None:
+        """An operator's state after a change (the operator desk, owner only). State "offline"
+        removes the operator from P:operators."""
+        try:
+            record = operator_record(operator_id, name, state, since, reason, seat)
+        except (TypeError, ValueError) as exc:
+            self._refused(exc)
+            return
+        key = str(record["operator_id"])
+        self._operators[key] = record
+        self._offer_operators(("operator", key))
+
+    def push_operators(self, records: Iterable[Mapping[str, Any]], at: float) -> None:
+        """Every operator this node's desk knows (after a reload or reconcile), as mappings with
+        the keys of ``push_operator``: P:operators is replaced by the logged-in ones; an operator
+        it held that is not among them is published as offline since ``at``."""
+        try:
+            whole = [operator_record(r["operator_id"], r.get("name"), r["state"], r["since"], r.get("reason"),
+                                     r.get("seat")) for r in records]
+            at = float(at)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._refused(exc)
+            return
+        given = {str(r["operator_id"]): r for r in whole}
+        for key, old in self._operators.items():
+            if key not in given and old["state"] != OFFLINE:
+                given[key] = operator_record(old["operator_id"], old["name"], OFFLINE, at)
+        self._operators.update(given)
+        self._offer_operators(("operators", at))
+
+    def _offer_operators(self, item) -> None:
+        dropped = self.dropped
+        self._offer(item)
+        if self.dropped != dropped:
+            self._operators_synced = False   # the backlog is full: the retry writes what is in memory
+
+    def _refused(self, exc: Exception) -> None:
+        self.dropped += 1
+        log.error("live: operator update refused (%s: %s)", type(exc).__name__, exc)
 
     def _offer(self, item) -> None:
         try:
@@ -136,7 +219,7 @@ class LiveStats:
     async def run(self) -> None:
         while True:
             try:
-                if self._unsent and self._queue.empty():
+                if (self._unsent or not self._operators_synced) and self._queue.empty():
                     item = await asyncio.wait_for(self._queue.get(), self.retry_interval)
                 else:
                     item = await self._queue.get()
@@ -152,11 +235,17 @@ class LiveStats:
         try:
             if kind == "event":
                 await self._apply_event(item)
+            elif kind == "call":
+                await self._apply_call(*item)
+            elif kind == "operator":
+                await self._apply_operator(item)
             else:
-                await self._apply_call(item)
+                await self._sync_operators(item)
         except Exception as exc:  # noqa: BLE001 - Redis errors and anything else: live views only
             if kind == "call":
                 self._keep_unsent(item)
+            elif kind in ("operator", "operators"):
+                self._operators_synced = False   # the records are in memory: the retry replaces the hash
             else:
                 self.dropped += 1
             self._unhealthy(exc)
@@ -164,20 +253,27 @@ class LiveStats:
         self._back()
         await self._retry_unsent()
 
-    def _keep_unsent(self, call: FinishedCall) -> None:
+    def _keep_unsent(self, item: tuple[FinishedCall, int]) -> None:
         if len(self._unsent) >= self._backlog:
             self._unsent.popleft()
             self.dropped += 1
-        self._unsent.append(call)
+        self._unsent.append(item)
 
     async def _retry_unsent(self) -> None:
         while self._unsent:
             try:
-                await self._apply_call(self._unsent[0])
+                await self._apply_call(*self._unsent[0])
             except Exception as exc:  # noqa: BLE001
                 self._unhealthy(exc)
                 return
             self._unsent.popleft()
+            self._back()
+        if not self._operators_synced:
+            try:
+                await self._sync_operators(time.time())
+            except Exception as exc:  # noqa: BLE001
+                self._unhealthy(exc)
+                return
             self._back()
 
     def _back(self) -> None:
@@ -287,9 +383,57 @@ class LiveStats:
     async def _publish(self, message: dict) -> None:
         await self.redis.publish(self.channel, _dumps(message))
 
+    # -- operators ------------------------------------------------------------------------------------
+
+    async def _apply_operator(self, key: str) -> None:
+        """Write and publish the operator's latest state (not necessarily the one that was pushed
+        with this item: a later push already replaced it)."""
+        if not self._operators_synced:
+            await self._sync_operators(time.time())
+            return
+        record = self._operators[key]
+        if self._written_operators.get(key) == record:
+            return                                       # the same state again: nothing changed
+        operators = f"{self.prefix}:operators"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if record["state"] == OFFLINE:
+                pipe.hdel(operators, key)
+            else:
+                pipe.hset(operators, key, _dumps(record))
+            pipe.publish(self.channel, _dumps({"type": "operator", **record}))
+            await pipe.execute()
+        self._written_operators[key] = record
+
+    async def _sync_operators(self, at: float) -> None:
+        """Make P:operators hold exactly the logged-in operators in memory, in one transaction;
+        publish each record Redis did not hold, and an operator Redis held that this process does
+        not know (left by an earlier process) as offline since ``at``."""
+        operators = f"{self.prefix}:operators"
+        held = await self.redis.hgetall(operators)
+        for key, raw in held.items():
+            if key not in self._operators:
+                old = _loads(raw)
+                try:
+                    self._operators[key] = operator_record(old.get("operator_id", key), old.get("name"), OFFLINE, at)
+                except (TypeError, ValueError):
+                    pass                                 # not an operator's record: deleted, not published
+        records = dict(self._operators)
+        want = {key: _dumps(r) for key, r in records.items() if r["state"] != OFFLINE}
+        news = [r for key, r in records.items()
+                if (key in want and held.get(key) != want[key]) or (key not in want and key in held)]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(operators)
+            if want:
+                pipe.hset(operators, mapping=want)
+            for record in news:
+                pipe.publish(self.channel, _dumps({"type": "operator", **record}))
+            await pipe.execute()
+        self._written_operators = records
+        self._operators_synced = True
+
     # -- finished calls -----------------------------------------------------------------------------
 
-    async def _apply_call(self, call: FinishedCall) -> None:
+    async def _apply_call(self, call: FinishedCall, service_level: int) -> None:
         day = self._day(call.started_at)
         sums: dict[str, int] = {}
 
@@ -309,7 +453,7 @@ class LiveStats:
             if call.hold_seconds is not None:
                 add("hold_sum", call.hold_seconds)
                 add("hold_n")
-                within = call.hold_seconds <= self.service_level(call.queue)
+                within = call.hold_seconds <= service_level
                 if within:
                     add("answered_within_sl")
             if call.talk_seconds is not None:
@@ -337,7 +481,8 @@ class LiveStats:
             pipe.hgetall(f"{self.prefix}:members")
             pipe.hgetall(f"{self.prefix}:seats")
             pipe.hgetall(f"{self.prefix}:today:{day}")
-            waiting, members, seat_records, sums = await pipe.execute()
+            pipe.hgetall(f"{self.prefix}:operators")
+            waiting, members, seat_records, sums, operator_records = await pipe.execute()
         sums = {k: int(v) for k, v in sums.items()}
         names = set(self.service_levels) | set(waiting)
         views: dict[str, dict[str, str]] = {}
@@ -374,6 +519,11 @@ class LiveStats:
         by_state: dict[str, int] = {}
         for record in seats.values():
             by_state[record["state"]] = by_state.get(record["state"], 0) + 1
+        operators = {key: _loads(raw) for key, raw in operator_records.items()}
+        operators_by_state: dict[str, int] = {}
+        for record in operators.values():
+            state = record.get("state")
+            operators_by_state[state] = operators_by_state.get(state, 0) + 1
         return {
             "day": day,
             "waiting": {q: v["waiting"] for q, v in out_queues.items() if q in waiting},
@@ -381,11 +531,47 @@ class LiveStats:
             "queues": out_queues,
             "seats": seats,
             "seats_by_state": by_state,
+            "operators": operators,
+            "operators_by_state": operators_by_state,
             "service_level": {
                 "total": _ratio(today["answered_within_sl"], today["queued"]),
                 "queues": {q: v["service_level"] for q, v in out_queues.items()},
             },
         }
+
+
+def operator_record(operator_id: int, name: str | None, state: str, since: float, reason: str | None = None,
+                    seat: str | None = None) -> dict:
+    """One operator's live record (the JSON of P:operators and of an "operator" message)."""
+    if state not in OPERATOR_STATES:
+        raise ValueError(f"unknown operator state {state!r}")
+    offline = state == OFFLINE
+    return {"operator_id": int(operator_id), "name": None if name is None else str(name), "state": state,
+            "since": round(float(since), 6), "reason": None if offline or not reason else str(reason)[:_REASON_MAX],
+            "seat": None if offline or not seat else str(seat)}
+
+
+def service_levels(queues: Iterable, default: int = DEFAULT_SERVICE_LEVEL) -> dict[str, int]:
+    """Queue name -> service level (seconds) of configured queues: objects or mappings with
+    ``name`` and ``service_level`` or ``service_level_seconds`` (None: ``default``); ValueError if
+    a name or a level is not valid (1 to 600 s, as the configuration allows)."""
+    levels: dict[str, int] = {}
+    for q in queues:
+        def get(key: str, q=q):
+            return q.get(key) if hasattr(q, "get") and not hasattr(q, key) else getattr(q, key, None)
+
+        name = get("name")
+        level = get("service_level")
+        if level is None:
+            level = get("service_level_seconds")
+        if not isinstance(name, str) or not name.strip() or _SEP in name:
+            raise ValueError(f"queue name {name!r} is not valid")
+        if level is None:
+            level = default
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 600:
+            raise ValueError(f"queue {name}: service level {level!r} is not 1 to 600 seconds")
+        levels[name] = level
+    return levels
 
 
 def member_state(status: int | None, paused: bool, in_call: bool = False) -> str:
@@ -437,6 +623,14 @@ def _figures(sums: dict[str, int], suffix: str) -> dict:
         "asa": round(get("hold_sum") / get("hold_n"), 1) if get("hold_n") else None,
         "aht": round(get("talk_sum") / get("talk_n"), 1) if get("talk_n") else None,
     }
+
+
+def _loads(raw: str) -> dict:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _ratio(part: int, whole: int) -> float | None:

@@ -20,6 +20,12 @@ How this works
   Asterisk restart took away, then per logged-in operator add the missing memberships, fix a
   drifted penalty, and send the pause (with its reason) or unpause again; dynamic members that are
   seats of the ``seats`` table but not intended are removed.
+- Live view: as the node's owner, after each change it keeps (written, or kept in memory when a
+  call event's write failed) the desk pushes the operator's state to the node's ``LiveStats``
+  (``hotline:<node>:operators`` and an "operator" message on the live channel); after every reload
+  from Postgres and every reconcile it pushes all its operators, which replaces that view (an
+  operator no longer logged in here drops out). Pushing never waits or raises: Redis down never
+  touches an operator action.
 - Times are wall-clock seconds (``time.time``): they are stored as timestamptz.
 """
 
@@ -35,6 +41,7 @@ from typing import Callable, Collection
 
 import asyncpg
 
+from queues.live import LiveStats
 from queues.operator_state import (
     Effect, JoinQueues, LeaveQueues, NotifySupervisor, OperatorActionError, OperatorConfig, OperatorMachine,
     OperatorState, PauseSeat, Status, UnpauseSeat, desired_pause,
@@ -96,7 +103,8 @@ def state_json(operator_id: int, s: OperatorState) -> dict:
 class OperatorDesk:
     def __init__(self, node_id: str, pool: asyncpg.Pool, redis, actions: PbxActions, *,
                  owning: Callable[[], bool], static_seats: Collection[str] = (), no_answer_limit: int = 3,
-                 tick_interval: float = 0.2, clock: Callable[[], float] = time.time) -> None:
+                 tick_interval: float = 0.2, clock: Callable[[], float] = time.time,
+                 live: LiveStats | None = None) -> None:
         self.node_id = node_id
         self.pool = pool
         self.redis = redis
@@ -106,6 +114,7 @@ class OperatorDesk:
         self.no_answer_limit = no_answer_limit
         self.tick_interval = tick_interval
         self.clock = clock
+        self.live = live                         # the node's live views (None: not shown live)
         # (queue, interface) -> True: a membership another desk keeps (the leader seat of a live
         # slot in its leader queue, queues.leader): not a stray for ``reconcile``
         self.keep_member: Callable[[str, str], bool] | None = None
@@ -292,6 +301,7 @@ class OperatorDesk:
                         raise
                     except AmiError as exc:
                         log.error("operators: stray member %s not removed from %s: %s", iface, queue, exc)
+            self._show_all()
             logged_in = sum(m.state.status is not Status.OFFLINE for m in self.machines.values())
             log.info("operators: node %s reconciled: %d logged in (%d paused), %d memberships added, "
                      "%d penalties fixed, %d stray removed", self.node_id, logged_in, paused, added, fixed, removed)
@@ -312,6 +322,7 @@ class OperatorDesk:
             self.info[oid] = info.info
         # operators no longer logged in here (logged out through another owner) are dropped
         self.machines = machines
+        self._show_all()
 
     # ---- Postgres -------------------------------------------------------------------------------------
 
@@ -365,6 +376,7 @@ class OperatorDesk:
         self.machines[operator_id] = machine
         if on_commit is not None:
             on_commit()
+        self._show(operator_id, step.state)
         for h in history:
             log.info("operator %s at %s: %s -> %s (%s, by %s)", operator_id, h.seat, h.from_status.value,
                      h.to_status.value, h.reason, actor)
@@ -391,6 +403,24 @@ class OperatorDesk:
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 [(operator_id, self.node_id, h.seat, h.from_status.value, h.to_status.value, h.reason, actor, _ts(h.at))
                  for h in history])
+
+    # ---- live view ----------------------------------------------------------------------------------
+
+    def _live_record(self, operator_id: int, s: OperatorState) -> dict:
+        info = self.info.get(operator_id)
+        return {"operator_id": operator_id, "name": info.name if info is not None else None,
+                "state": s.status.value, "since": s.since, "reason": s.reason, "seat": s.seat}
+
+    def _show(self, operator_id: int, s: OperatorState) -> None:
+        """Push one operator's state to the live view (owner only; never waits or raises)."""
+        if self.live is not None and self.owning():
+            self.live.push_operator(**self._live_record(operator_id, s))
+
+    def _show_all(self) -> None:
+        """Push every operator this desk holds: the live view is replaced by them."""
+        if self.live is not None and self.owning():
+            self.live.push_operators([self._live_record(oid, m.state) for oid, m in self.machines.items()],
+                                     self.clock())
 
     # ---- effects ------------------------------------------------------------------------------------
 

@@ -150,22 +150,49 @@ async def test_the_ivr_reaches_the_leader_queue_only_while_a_slot_is_live(leader
 # ---- the rig -------------------------------------------------------------------------------------
 
 class Clock:
-    """Wall time plus a shift the test moves to open and close the slot."""
+    """The leader desks' clock: it starts at local noon of today in Shanghai and runs at wall-clock
+    speed, so a slot around its "now" lies inside one local day whenever the test runs (on wall
+    time, a run in the last minutes before midnight would outlive a slot of the day). The test
+    moves it to open and close the slot. Calls keep the PBX's own times: the slot report counts
+    the transferred calls by their leader_transfer records, not by time."""
 
-    def __init__(self) -> None:
+    def __init__(self, tz: ZoneInfo = SHANGHAI, wall=time.time) -> None:
+        self.wall = wall
+        now = wall()
+        noon = dt.datetime.fromtimestamp(now, tz).replace(hour=12, minute=0, second=0, microsecond=0)
+        self.base = noon.timestamp() - now
         self.shift = 0.0
 
     def __call__(self) -> float:
-        return time.time() + self.shift
+        return self.wall() + self.base + self.shift
+
+    def go_to(self, at: float) -> None:
+        """From now on the clock reads ``at`` (and runs on from there)."""
+        self.shift = at - self.wall() - self.base
+
+    def back(self) -> None:
+        """Back to the clock's own time, inside the slot."""
+        self.shift = 0.0
 
 
 def slot_times(now: float) -> tuple[dt.date, dt.time, dt.time]:
-    """A slot around ``now`` (local), kept inside the local day."""
+    """A slot from 10 minutes before ``now`` (local) to 40 minutes after, inside the local day."""
     local = dt.datetime.fromtimestamp(now, SHANGHAI)
-    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    start = max(day_start, local - dt.timedelta(minutes=10))
-    end = min(local + dt.timedelta(minutes=40), day_start.replace(hour=23, minute=59, second=59, microsecond=999999))
+    start, end = local - dt.timedelta(minutes=10), local + dt.timedelta(minutes=40)
+    assert start.date() == local.date() == end.date(), f"a slot around {local} would wrap past midnight"
     return local.date(), start.time(), end.time()
+
+
+def test_the_test_clock_keeps_a_slot_inside_the_day_whenever_the_test_runs():
+    for wall in ("2026-03-10T23:59:30", "2026-03-10T00:00:10", "2026-03-10T09:30:00"):
+        clock = Clock(wall=lambda wall=wall: _at(wall))
+        assert clock() == pytest.approx(_at("2026-03-10T12:00:00"), abs=1e-6)
+        day, start, end = slot_times(round(clock(), 3))
+        assert (day, start, end) == (dt.date(2026, 3, 10), dt.time(11, 50), dt.time(12, 40))
+        clock.go_to(_at("2026-03-10T12:40:01"))
+        assert clock() == pytest.approx(_at("2026-03-10T12:40:01"), abs=1e-6)
+        clock.back()
+        assert clock() == pytest.approx(_at("2026-03-10T12:00:00"), abs=1e-6)
 
 
 async def make_world(pool, clock: Clock) -> dict:
@@ -304,10 +331,10 @@ async def test_a_full_leader_slot(leader_rig, pg_pool, make_client):  # noqa: F8
     slot, citizen_no, hard_no = world["slot"], "12345-20260101-000001", "12345-20260101-000002"
 
     # before the slot: the leader queue is closed
-    clock.shift = world["start"] - time.time() - 60
+    clock.go_to(world["start"] - 60)
     assert await desk.leader_queue_open() is None
     # the slot opens
-    clock.shift = 0.0
+    clock.back()
     assert await desk.leader_queue_open() == "hotline-leader"
 
     await call(client, "POST", f"/api/operators/{world['ann']}/login", op1, {"seat": ANN})
@@ -389,7 +416,7 @@ async def test_a_full_leader_slot(leader_rig, pg_pool, make_client):  # noqa: F8
     assert [(r["leader_answered"], r["slot_id"]) for r in result] == [(True, slot)]
 
     # the slot closes: the leader queue is closed, transfers and callbacks are refused
-    clock.shift = world["end"] - time.time() + 1
+    clock.go_to(world["end"] + 1)
     assert await desk.leader_queue_open() is None
     closed = await call(client, "POST", f"/api/leader-slots/{slot}/transfer", op1,
                         {"order_number": citizen_no, "seat_channel": seat_channel, "mode": "attended"}, status=409)
@@ -458,7 +485,7 @@ async def test_leader_api_validation_roles_and_closed_slot(leader_rig, pg_pool):
         await call(client, "POST", callbacks, who, {"order_number": hard_no}, status=403)
     await call(client, "POST", callbacks, lead2, {"order_number": hard_no}, status=403)   # not the slot's leader
     await call(client, "GET", "/api/leader-slots/9999/report", sup, status=404)
-    clock.shift = world["end"] - time.time() + 1                      # after the slot
+    clock.go_to(world["end"] + 1)                                       # after the slot
     await call(client, "POST", callbacks, lead, {"order_number": hard_no}, status=409)
     assert await events(pg_pool, world["hard"], "leader_callback") == []
     report = await call(client, "GET", f"/api/leader-slots/{slot}/report", sup)
@@ -571,7 +598,7 @@ async def test_the_leader_seat_is_in_the_leader_queue_only_while_its_slot_is_liv
     assert (await service.leader.sync_leader_seats())["added"] == 0
 
     # the slot ends: the member is removed (by the periodic run)
-    clock.shift = world["end"] - time.time() + 1
+    clock.go_to(world["end"] + 1)
     assert await service.leader.leader_queue_open() is None
 
     async def gone() -> bool:
@@ -581,9 +608,9 @@ async def test_the_leader_seat_is_in_the_leader_queue_only_while_its_slot_is_liv
     assert removals == [pair]
     assert (await service.leader.sync_leader_seats())["removed"] == 0
     # before the slot: still out; the slot opens again: back
-    clock.shift = world["start"] - time.time() - 60
+    clock.go_to(world["start"] - 60)
     assert (await service.leader.sync_leader_seats())["added"] == 0 and await member() is None
-    clock.shift = 0.0
+    clock.back()
     await wait_until(member, 30, "the leader seat back in the leader queue")
 
     # an operator logs in at the leader seat (a general skill): both memberships, nobody fights
@@ -612,7 +639,7 @@ async def test_the_leader_seat_is_in_the_leader_queue_only_while_its_slot_is_liv
     await wait_until(resynced, 30, "the resync after the Asterisk restart")
     assert removals == []
     # the slot ends: the leader membership goes, the operator's stays
-    clock.shift = world["end"] - time.time() + 1
+    clock.go_to(world["end"] + 1)
 
     async def operator_only() -> bool:
         have = await queue_members(make_client, sim.ami_port)

@@ -338,3 +338,184 @@ async def test_a_real_redis_outage_then_the_figures_catch_up(private_redis):
         snap = await live.snapshot(NOON)
     assert snap["today"] == {"offered": 3, "queued": 3, "answered": 2, "abandoned": 1, "dropped": 0,
                              "answered_within_sl": 1, "asa": round(23 / 2, 1), "aht": 20.0}
+
+
+# --- operators ------------------------------------------------------------------------------------
+
+async def _live_messages(pubsub, n: int, kind: str = "operator") -> list[dict]:
+    """The next ``n`` messages of this type on the live channel (others skipped)."""
+    out: list[dict] = []
+
+    async def more() -> dict:
+        while True:
+            m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if m is not None:
+                return json.loads(m["data"])
+
+    while len(out) < n:
+        message = await asyncio.wait_for(more(), 30)   # the limit only turns a hang into a failure
+        if message["type"] == kind:
+            out.append(message)
+    return out
+
+
+async def _nothing_more(pubsub) -> list[dict]:
+    """What else is on the channel now: a Ping's answer on the same link comes after every message
+    published before it."""
+    await pubsub.ping()
+    out = []
+
+    async def until_pong() -> None:
+        while True:
+            m = await pubsub.get_message(timeout=1.0)
+            if m is not None and m["type"] == "pong":
+                return
+            if m is not None and m["type"] == "message":
+                out.append(json.loads(m["data"]))
+
+    await asyncio.wait_for(until_pong(), 30)   # the limit only turns a hang into a failure
+    return out
+
+
+def _operator(oid: int, state: str, since: float, reason: str | None = None, seat: str | None = "PJSIP/8101",
+              name: str = "Ann") -> dict:
+    return {"operator_id": oid, "name": name, "state": state, "since": since, "reason": reason,
+            "seat": None if state == "offline" else seat}
+
+
+async def test_operator_states_replace_each_other_and_a_logout_removes_the_operator(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    key = f"hotline:{node_id}:operators"
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"hotline:{node_id}:live")
+    steps = [_operator(7, "available", NOON), _operator(7, "paused", NOON + 60, "lunch"),
+             _operator(7, "available", NOON + 900), _operator(7, "offline", NOON + 950)]
+    try:
+        async with running(live):
+            bob = _operator(8, "on_call", NOON + 5, seat="PJSIP/8102", name="Bob")
+            live.push_operator(**bob)
+            live.push_operator(**steps[0])
+            assert await live.drain()
+            live.push_operator(**steps[1])
+            live.push_operator(**steps[1])              # the same state again: nothing written or published
+            assert await live.drain()
+            assert {k: json.loads(v) for k, v in (await redis_client.hgetall(key)).items()} == {
+                "7": steps[1], "8": bob}
+            snap = await live.snapshot(NOON + 61)
+            assert snap["operators"] == {"7": steps[1], "8": bob}
+            assert snap["operators_by_state"] == {"paused": 1, "on_call": 1}
+            for record in steps[2:]:
+                live.push_operator(**record)
+                assert await live.drain()
+            snap = await live.snapshot(NOON + 951)
+            assert snap["operators"] == {"8": bob} and snap["operators_by_state"] == {"on_call": 1}
+            assert await _live_messages(pubsub, 5) == [{"type": "operator", **r} for r in [bob, *steps]]
+            assert await _nothing_more(pubsub) == []
+            # pushed faster than they are written: the latest state wins, never an older one
+            again = [_operator(7, "available", NOON + 1000), _operator(7, "paused", NOON + 1010, "meeting")]
+            for record in again:
+                live.push_operator(**record)
+            assert await live.drain()
+            assert (await live.snapshot(NOON + 1010))["operators"]["7"] == again[1]
+            assert await _live_messages(pubsub, 1) == [{"type": "operator", **again[1]}]
+            assert await _nothing_more(pubsub) == []
+    finally:
+        await pubsub.aclose()
+
+
+async def test_a_reload_replaces_the_operators_view(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    key = f"hotline:{node_id}:operators"
+    ann, bob = _operator(7, "paused", NOON, "lunch"), _operator(8, "available", NOON + 5, seat="PJSIP/8102", name="Bob")
+    # left by an earlier process: Carl (no longer logged in here) and an older state of Bob
+    await redis_client.hset(key, mapping={"9": json.dumps(_operator(9, "available", NOON - 99, name="Carl")),
+                                          "8": json.dumps(_operator(8, "on_call", NOON - 50, name="Bob"))})
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"hotline:{node_id}:live")
+    try:
+        async with running(live):
+            live.push_operators([ann, bob, _operator(10, "offline", NOON - 10, name="Dan")], at=NOON + 10)
+            assert await live.drain()
+            assert (await live.snapshot(NOON + 10))["operators"] == {"7": ann, "8": bob}
+            published = await _live_messages(pubsub, 3)
+            assert sorted(published, key=lambda m: m["operator_id"]) == [
+                {"type": "operator", **r} for r in (ann, bob, _operator(9, "offline", NOON + 10, name="Carl"))]
+            # the same set again (the next reconcile): nothing published; one left out goes offline
+            live.push_operators([ann, bob], at=NOON + 20)
+            live.push_operators([bob], at=NOON + 30)
+            assert await live.drain()
+            assert (await live.snapshot(NOON + 30))["operators"] == {"8": bob}
+            assert await _live_messages(pubsub, 1) == [{"type": "operator", **_operator(7, "offline", NOON + 30)}]
+            assert await _nothing_more(pubsub) == []
+    finally:
+        await pubsub.aclose()
+
+
+async def test_operator_states_written_while_redis_was_down_are_there_when_it_is_back(private_redis):
+    client, server = private_redis
+    live = LiveStats(client, "outage-operators", retry_interval=0.01)
+    key = "hotline:outage-operators:operators"
+    async with running(live):
+        live.push_operator(**_operator(7, "available", NOON))
+        live.push_operator(**_operator(8, "available", NOON, seat="PJSIP/8102", name="Bob"))
+        assert await live.drain()
+        server.kill()
+        live.push_operator(**_operator(7, "paused", NOON + 60, "lunch"))   # never waits, never raises
+        live.push_operator(**_operator(8, "offline", NOON + 70, name="Bob"))
+        assert await live.drain()
+        assert not live.healthy
+        await server.start()            # empty: nothing kept on disk
+        await until(lambda: live.healthy and live._operators_synced, "the operators' view to recover")
+        assert {k: json.loads(v) for k, v in (await client.hgetall(key)).items()} == {
+            "7": _operator(7, "paused", NOON + 60, "lunch")}
+
+
+async def test_operator_states_dropped_from_a_full_backlog_are_written_all_the_same(redis_client, node_id):
+    live = LiveStats(redis_client, node_id, backlog=2, retry_interval=0.01)
+    records = [_operator(oid, "paused", NOON + oid, "training", seat=f"PJSIP/81{oid:02d}") for oid in range(1, 6)]
+    for record in records:
+        live.push_operator(**record)            # the task is not running: three do not fit
+    assert live.dropped == 3
+    async with running(live):
+        await until(lambda: live._operators_synced, "the operators written")
+        assert await live.drain()
+        assert (await live.snapshot(NOON))["operators"] == {str(r["operator_id"]): r for r in records}
+
+
+async def test_bad_operator_updates_are_refused_without_raising(redis_client, node_id):
+    live = LiveStats(redis_client, node_id)
+    live.push_operator(7, name="Ann", state="lunching", since=NOON)
+    live.push_operator(7, name="Ann", state="available", since=None)
+    live.push_operators([{"name": "no id"}], at=NOON)
+    assert live.dropped == 3 and live._queue.empty()
+
+
+# --- the configured queues at run time ------------------------------------------------------------
+
+async def test_set_queues_changes_the_service_level_of_calls_counted_afterwards(redis_client, node_id, pg_pool):
+    live = LiveStats(redis_client, node_id, queues=[QueueConfig(name="hotline-general"),
+                                                    QueueConfig(name="hotline-old", service_level=20)])
+    before = call(hold=20, talk=30)                 # pushed under the old level (15 s): not within
+    live.push_call(before)
+    # the configuration in Postgres changes: general gets 30 s, hotline-old goes, hotline-typhoon comes
+    await pg_pool.execute("INSERT INTO queues (name, purpose, service_level_seconds) VALUES"
+                          " ('hotline-general', 'general', 30), ('hotline-typhoon', 'special', 25)")
+    live.set_queues(await pg_pool.fetch("SELECT name, service_level_seconds FROM queues ORDER BY name"))
+    assert live.service_levels == {"hotline-general": 30, "hotline-typhoon": 25}
+    after = call(hold=20, talk=30)                  # now within 30 s
+    async with running(live):
+        live.push_call(after)
+        assert await live.drain()
+    snap = await live.snapshot(NOON)
+    general = snap["queues"]["hotline-general"]
+    assert general["service_level_seconds"] == 30
+    assert general["today"]["answered"] == 2 and general["today"]["answered_within_sl"] == 1
+    assert snap["queues"]["hotline-typhoon"]["service_level_seconds"] == 25       # listed while idle
+    assert "hotline-old" not in snap["queues"]                                     # idle, no longer configured
+    # the settings' own objects work too; bad input changes nothing
+    live.set_queues([QueueConfig(name="hotline-general", service_level=10), {"name": "hotline-x"}])
+    assert live.service_levels == {"hotline-general": 10, "hotline-x": 15}
+    for bad in ([{"name": ""}], [{"name": "q", "service_level": 0}], [{"name": "q", "service_level": "15"}]):
+        with pytest.raises(ValueError):
+            live.set_queues(bad)
+    assert live.service_levels == {"hotline-general": 10, "hotline-x": 15}

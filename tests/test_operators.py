@@ -1,12 +1,14 @@
 """The operator desk with the PBX simulator, real Postgres and Redis: login, pause with a reason,
 calls only to available seats, no-answer auto-pause, wrap-up, reconcile after an AMI reconnect and
-after an Asterisk restart, and the HTTP API's checks (validation, roles, refusals)."""
+after an Asterisk restart, the operators' live view (Redis, snapshot, published messages), and the
+HTTP API's checks (validation, roles, refusals)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +24,7 @@ from hotline.service import HotlineService
 from telephony.simulator import ScriptedCaller, SeatBehaviour
 from tests.conftest import REDIS_URL
 from tests.support import free_port, wait_until
+from tests.test_live import _live_messages, _nothing_more
 from tests.test_faults import SECRET, scene_settings, simulator
 
 ANN, BOB = "PJSIP/8101", "PJSIP/8102"
@@ -285,3 +288,94 @@ async def test_reconcile_after_an_asterisk_restart(desk_rig):
     await wait_until(lambda: _intended_in_asterisk(service), 15, "members and pauses restored")
     state = await service.desk.state(world["ann"])
     assert (state["status"], state["reason"], state["seat"]) == ("paused", "lunch", ANN)
+
+
+# ---- the operators' live view --------------------------------------------------------------------
+
+async def live_record(service: HotlineService, node_id: str, operator_id: int) -> tuple[dict | None, dict]:
+    """The operator's record in Redis and the live snapshot, once every pushed update is applied."""
+    assert await service.live.drain()
+    raw = await service.live.redis.hget(f"hotline:{node_id}:operators", str(operator_id))
+    return (json.loads(raw) if raw is not None else None), await service.live.snapshot(time.time())
+
+
+async def test_operator_states_in_the_live_view_with_since_and_reason(desk_rig, pg_pool, node_id):
+    sim, service, client, world = desk_rig
+    ann = world["ann"]
+    pubsub = service.live.redis.pubsub()
+    await pubsub.subscribe(f"hotline:{node_id}:live")
+    try:
+        op1 = await token_of(client, "op1")
+        shown = []
+        for action, body, state, reason in (("login", {"seat": ANN}, "available", None),
+                                            ("pause", {"reason": "lunch"}, "paused", "lunch"),
+                                            ("unpause", None, "available", None)):
+            await act(client, op1, ann, action, body)
+            record, snap = await live_record(service, node_id, ann)
+            since = round(service.desk.machines[ann].state.since, 6)   # to the microsecond, as in Postgres
+            assert record == {"operator_id": ann, "name": "Ann", "state": state, "since": since, "reason": reason,
+                              "seat": ANN}
+            assert snap["operators"] == {str(ann): record} and snap["operators_by_state"] == {state: 1}
+            row = await pg_pool.fetchrow("SELECT status, since FROM operator_sessions WHERE operator_id = $1", ann)
+            assert row["status"] == state and row["since"].timestamp() == since
+            assert not shown or since > shown[-1]["since"]
+            shown.append(record)
+        await act(client, op1, ann, "logout")
+        record, snap = await live_record(service, node_id, ann)
+        assert record is None and snap["operators"] == {} and snap["operators_by_state"] == {}
+        gone = {"operator_id": ann, "name": "Ann", "state": "offline", "since": round(service.desk.machines[ann].state.since, 6),
+                "reason": None, "seat": None}
+        assert gone["since"] > shown[-1]["since"]
+        assert await _live_messages(pubsub, 4) == [{"type": "operator", **r} for r in (*shown, gone)]
+        assert [m for m in await _nothing_more(pubsub) if m["type"] == "operator"] == []
+    finally:
+        await pubsub.aclose()
+
+
+async def test_calls_show_ringing_on_call_and_wrap_up_in_the_live_view(desk_rig, node_id):
+    sim, service, client, world = desk_rig
+    bob = world["bob"]
+    pubsub = service.live.redis.pubsub()
+    await pubsub.subscribe(f"hotline:{node_id}:live")
+    try:
+        await act(client, await token_of(client, "op2"), bob, "login", {"seat": BOB})
+        await sim.place_call(ScriptedCaller(number="13800000001", dtmf="1", dtmf_delay=0.5))
+        await sim.wait_idle(timeout=90)
+
+        async def available_again() -> bool:
+            return (await service.desk.state(bob))["status"] == "available"
+
+        await wait_until(available_again, 10, "Bob available after the wrap-up")
+        messages = await _live_messages(pubsub, 5)
+        assert [(m["operator_id"], m["state"], m["seat"]) for m in messages] == [
+            (bob, state, BOB) for state in ("available", "ringing", "on_call", "wrap_up", "available")]
+        assert [m["since"] for m in messages] == sorted(m["since"] for m in messages)
+        record, _ = await live_record(service, node_id, bob)
+        assert record == {k: v for k, v in messages[-1].items() if k != "type"}
+    finally:
+        await pubsub.aclose()
+
+
+async def test_the_live_view_is_replaced_by_the_desks_after_an_ami_relogin(desk_rig, node_id):
+    sim, service, client, world = desk_rig
+    ann, key = world["ann"], f"hotline:{node_id}:operators"
+    op1 = await token_of(client, "op1")
+    await act(client, op1, ann, "login", {"seat": ANN})
+    await act(client, op1, ann, "pause", {"reason": "lunch"})
+    shown, _ = await live_record(service, node_id, ann)
+    # the view drifts: Ann's record lost, an operator who is not logged in here left behind
+    stale = {"operator_id": 987654, "name": "Gone", "state": "available", "since": 1.0, "reason": None,
+             "seat": "PJSIP/8199"}
+    redis = service.live.redis
+    await redis.hdel(key, str(ann))
+    await redis.hset(key, "987654", json.dumps(stale))
+    resyncs = service.node.resyncs
+    sim.drop_ami_links()            # the relogin reloads the desk from Postgres and reconciles
+
+    async def replaced() -> bool:
+        return (service.node.resyncs > resyncs and not service.node._resync_lock.locked()
+                and await service.live.drain()
+                and {k: json.loads(v) for k, v in (await redis.hgetall(key)).items()} == {str(ann): shown})
+
+    await wait_until(replaced, 30, "the live view replaced by the desk's operators")
+    assert shown["state"] == "paused" and shown["reason"] == "lunch"
