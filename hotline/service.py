@@ -79,7 +79,7 @@ class HotlineService:
         for n in self.nodes:   # one operator desk per node; it changes Asterisk only as the node's owner
             n.desk = self.desks[n.node.id] = OperatorDesk(
                 n.node.id, pool, redis, n.actions, owning=lambda n=n: n.owning, static_seats=static,
-                no_answer_limit=no_answer_limit)
+                no_answer_limit=no_answer_limit, live=self.lives[n.node.id])
         # The leader hotline (first node's Asterisk): an IVR key to a leader queue reaches it only
         # while its slot is live; callbacks' OriginateResponse events come back through the node.
         # While a slot is live its leader seat is a member of its leader queue (kept by the first
