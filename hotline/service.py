@@ -20,6 +20,7 @@ from config.settings import Settings
 from ivr.menu import MenuIvr
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
+from queues.catalog import QueueCatalog
 from queues.leader import LeaderDesk
 from queues.live import LiveStats
 from queues.operators import OperatorDesk
@@ -69,7 +70,11 @@ class HotlineService:
         self.writer = CallWriter(
             self.store, min_recording_seconds=settings.min_recording_seconds, on_written=self._written
         )
+        # The queues routed to: the settings' overlaid by Postgres's, re-read every 2 s.
+        self.catalog = QueueCatalog(settings, pool)
         self.lives = {node.id: LiveStats(redis, node.id, settings.timezone, queues=settings.queues) for node in settings.pbx_nodes()}
+        for live in self.lives.values():
+            self.catalog.on_change(live.set_queues)
         self.nodes = [
             NodeRunner(node, settings, redis=redis, writer=self.writer, live=self.lives[node.id], owner=self.owner)
             for node in settings.pbx_nodes()
@@ -89,7 +94,7 @@ class HotlineService:
                                  static_members=[(q, seat.interface) for seat in settings.seats for q in seat.queues])
         self.node.leader = self.leader
         self.desk.keep_member = self.leader.keeps_member
-        self.ivr = MenuIvr(settings, leader_open=self.leader.leader_queue_open)
+        self.ivr = MenuIvr(settings, leader_open=self.leader.leader_queue_open, queues=self.catalog.queue)
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -121,8 +126,9 @@ class HotlineService:
             max_sessions=s.agi.max_sessions, session_timeout=s.agi.session_timeout, command_timeout=s.agi.command_timeout
         )
         self.agi.add_route("ivr", self.ivr, on_error=self.ivr.safe_route)
+        await self.catalog.refresh()   # before the first call: Postgres's queues (or the settings' alone)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
-        coros = [self.writer.run(), *(live.run() for live in self.lives.values()),
+        coros = [self.writer.run(), self.catalog.run(), *(live.run() for live in self.lives.values()),
                  *(desk.run() for desk in self.desks.values()), self.leader.run_seat_sync(),
                  *(n.run() for n in self.nodes)]   # nodes last: see stop
         self._tasks = [asyncio.create_task(coro) for coro in coros]
