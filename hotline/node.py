@@ -17,7 +17,8 @@ seats' queue membership, then (if the node has an operator desk) the logged-in o
 memberships and pauses (``queues.operators.OperatorDesk.reconcile``), then (first node) the live
 leader slots' leader seats in their leader queues (``queues.leader.LeaderDesk.sync_leader_seats``;
 both reconciles keep those memberships); the desk gets the owner's
-AMI events. A finished call goes to the journal (Redis Stream) first, then to the
+AMI events (so does the callback desk, queues/callbacks.py, for its Originates' channels).
+A finished call goes to the journal (Redis Stream) first, then to the
 writer; the journal entry is deleted once the call is committed. Every call is in Redis until
 written: in the open-call store while in progress (flushed every ``flush_interval`` s), in the
 journal once finished. With Redis down, finished calls go straight to the writer (which keeps
@@ -89,6 +90,8 @@ class NodeRunner:
         self.desk = None
         # the leader hotline (queues.leader.LeaderDesk) whose callbacks' OriginateResponse it awaits
         self.leader = None
+        # the missed-call callback desk (queues.callbacks.CallbackDesk) that follows its Originates
+        self.callbacks = None
         self._side_tasks: set[asyncio.Task] = set()
 
     # -- lease: follow always, own while the lease is ours ---------------------------------------
@@ -269,6 +272,8 @@ class NodeRunner:
                 task = asyncio.create_task(self._leader_event(event))   # a Postgres write: off the event path
                 self._side_tasks.add(task)
                 task.add_done_callback(self._side_tasks.discard)
+            if self.callbacks is not None and self.callbacks.expects(event):
+                self.callbacks.on_event(event)   # non-blocking, in event order: its writes run in its loop
         call = self.tracker.feed(event)
         if call is not None:
             self._finished(call)

@@ -253,7 +253,8 @@ async def test_answered_repeat_moves_callback_pending_to_intake(store, pg_pool):
     assert missed.order_number == missed_again.order_number == answered.order_number
     assert (await order_of(pg_pool, missed.order_number))["status"] == "intake"
     assert await order_events(pg_pool, missed.order_number) == [
-        "created", "repeat_call_linked", "repeat_call_linked", "status_changed"]
+        "created", "callback_task", "repeat_call_linked", "callback_task", "repeat_call_linked", "status_changed",
+        "callback_task"]   # the callback task: opened, refreshed, cancelled (tests/test_callbacks.py)
     change = await pg_pool.fetchval("SELECT detail FROM work_order_events WHERE kind = 'status_changed'")
     linkedid = await pg_pool.fetchval("SELECT linkedid FROM calls WHERE id = $1", answered.call_id)
     assert json.loads(change) == {
@@ -415,7 +416,10 @@ async def test_writers_with_their_own_pools_link_repeat_callers_and_number_witho
     assert {r["caller_number"]: r["n"] for r in rows} == dict.fromkeys(numbers, 6)
     assert await pg_pool.fetchval("SELECT last FROM order_day_counters") == 6
     kinds = await pg_pool.fetch("SELECT kind, count(*) AS n FROM work_order_events GROUP BY kind")
-    assert {r["kind"]: r["n"] for r in kinds} == {"created": 6, "repeat_call_linked": 30}
+    # each number's calls have one outcome: 4 numbers x 6 missed calls open or refresh a callback task
+    assert {r["kind"]: r["n"] for r in kinds} == {"created": 6, "repeat_call_linked": 30, "callback_task": 24}
+    tasks = await pg_pool.fetch("SELECT number, missed_calls FROM callback_tasks ORDER BY number")
+    assert [(t["number"], t["missed_calls"]) for t in tasks] == [(numbers[i], 6) for i in (1, 2, 4, 5)]
 
 
 # --- the writer task (workorders/pipeline.py) -----------------------------------------------

@@ -18,7 +18,16 @@ How this works (``CallStore.record_call``), all in one transaction:
    detail, plus ``call_id``), under the call's advisory lock (``lock_call_notes``) so a note
    written concurrently is either moved here or, once this commits, written onto the order.
    A duplicate call never reaches this step; a rollback keeps the notes.
-6. Timeline rows, recording rows, commit. Any error rolls everything back, the number too.
+6. Timeline rows, recording rows.
+7. The missed-call callback (漏接回拨, migration 0008): a missed call (abandoned, queue_timeout,
+   dropped, ivr_hangup after ``callback_ivr_seconds`` in the IVR, or any call that accepted the
+   IVR's callback offer, HOTLINE_CALLBACK_REQUESTED=1) of a callable number (digits, not
+   anonymous) opens a ``callback_tasks`` row, or refreshes the number's open one (one open task
+   per number: the new call is noted, a pending task is due at once); an answered call cancels
+   the number's pending tasks whose last missed call ended before it ("caller got through"), and
+   a missed call that an answered call already followed opens none. Each is a
+   ``callback_task`` event on the order. The per-number advisory lock of step 2 serialises it.
+   Then commit. Any error rolls everything back, the number too.
 An order's ``created_at`` is its intake time (the first call's start), so the repeat window
 and the number's day follow the calls' own clock even when a write is delayed.
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
@@ -36,13 +46,17 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from recordings.check import RecordingCheck
-from telephony.model import ANSWERED, FinishedCall
+from telephony.model import ABANDONED, ANSWERED, DROPPED, IVR_HANGUP, QUEUE_TIMEOUT, FinishedCall
 from workorders.numbering import next_order_number, order_day
 
 OPEN_EXCLUDED = ("closed", "archived")
 ANONYMOUS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
 CALLER_LOCK_NS = 12345  # first key of the per-caller advisory lock
 CALL_NOTES_LOCK_NS = 12346  # first key of the per-call (node, linkedid) advisory lock over call_notes
+CALLBACK_NUMBER = re.compile(r"^[0-9]{3,20}$")   # what hotline-callback dials (callback_tasks_number_check)
+CALLBACK_REQUESTED = "HOTLINE_CALLBACK_REQUESTED"   # set to "1" by the IVR when its callback offer is accepted
+MISSED_REASONS = {ABANDONED: "abandoned", QUEUE_TIMEOUT: "queue_timeout", DROPPED: "dropped",
+                  IVR_HANGUP: "ivr_hangup"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,28 @@ WITH moved AS (DELETE FROM call_notes WHERE node = $1 AND linkedid = $2 RETURNIN
 INSERT INTO work_order_events (work_order_id, at, kind, actor, detail)
 SELECT $3, at, kind, actor, detail || jsonb_build_object('call_id', $4::bigint) FROM moved ORDER BY id
 """
+# one open task per number (partial unique index): a new missed call refreshes it
+_OPEN_TASK = """
+INSERT INTO callback_tasks (node, work_order_id, call_id, last_call_id, number, reason, max_attempts,
+                            missed_at, last_missed_at)
+VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)
+ON CONFLICT (number) WHERE status IN ('pending', 'dialing') DO UPDATE SET
+    node = EXCLUDED.node, work_order_id = EXCLUDED.work_order_id, last_call_id = EXCLUDED.last_call_id,
+    missed_calls = callback_tasks.missed_calls + 1,
+    last_missed_at = greatest(callback_tasks.last_missed_at, EXCLUDED.last_missed_at),
+    next_attempt_at = CASE WHEN callback_tasks.status = 'pending'
+                           THEN least(callback_tasks.next_attempt_at, now()) ELSE callback_tasks.next_attempt_at END,
+    updated_at = now()
+RETURNING id, (xmax = 0) AS created, status, reason, missed_calls
+"""
+_GOT_THROUGH_SINCE = """
+SELECT true FROM calls WHERE caller_number = $1 AND ended_at >= $2 AND outcome = 'answered' LIMIT 1
+"""
+_CANCEL_TASKS = """
+UPDATE callback_tasks SET status = 'cancelled', status_reason = 'caller got through', updated_at = now()
+WHERE number = $1 AND status = 'pending' AND last_missed_at <= $2
+RETURNING id, work_order_id, reason, attempts
+"""
 _CALL_EVENT = "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5::jsonb)"
 _RECORDING = """
 INSERT INTO recordings (call_id, path, uniqueid, started_at, bytes, duration_seconds, sha256, status)
@@ -93,10 +129,18 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (call_id, path) DO NOTHING
 
 
 class CallStore:
-    def __init__(self, pool: asyncpg.Pool, *, timezone: str = "Asia/Shanghai", repeat_window_days: int = 7) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, timezone: str = "Asia/Shanghai", repeat_window_days: int = 7,
+                 callback_ivr_seconds: float = 10.0, callback_max_attempts: int = 3) -> None:
+        """``callback_ivr_seconds``: an IVR hang-up is called back only after this long in the IVR
+        (a caller who hangs up during the greeting is not); ``callback_max_attempts``: the dials of
+        a new callback task (queues.callbacks.CallbackPolicy holds the same two settings)."""
+        if not 1 <= callback_max_attempts <= 20:
+            raise ValueError("callback_max_attempts must be 1 to 20")
         self.pool = pool
         self.tz = ZoneInfo(timezone)
         self.repeat_window = timedelta(days=repeat_window_days)
+        self.callback_ivr_seconds = callback_ivr_seconds
+        self.callback_max_attempts = callback_max_attempts
 
     async def record_call(self, call: FinishedCall, recordings: Sequence[RecordingCheck]) -> RecordResult:
         async with self.pool.acquire() as conn:
@@ -152,7 +196,45 @@ class CallStore:
         await conn.executemany(_CALL_EVENT, [
             (call_id, seq, _ts(e.at), _text(e.kind), _json(dict(e.detail))) for seq, e in enumerate(call.timeline)])
         await conn.executemany(_RECORDING, _recording_rows(call_id, call, recordings))
+        if not is_anonymous(number):
+            await self._callback(conn, call, number, call_id, order_id)
         return RecordResult(call_id, order_number, order is None, False)
+
+    def callback_reason(self, call: FinishedCall) -> str | None:
+        """Why this call is to be called back, or None (answered, or a quick IVR hang-up)."""
+        if call.outcome == ANSWERED:
+            return None
+        if (call.variables or {}).get(CALLBACK_REQUESTED) == "1":
+            return "requested"
+        if call.outcome == IVR_HANGUP and call.ended_at - call.started_at < self.callback_ivr_seconds:
+            return None
+        return MISSED_REASONS.get(call.outcome)
+
+    async def _callback(self, conn: asyncpg.Connection, call: FinishedCall, number: str, call_id: int,
+                        order_id: int) -> None:
+        """Step 7: open, refresh or cancel the number's callback task (under the caller lock)."""
+        about = {"call_id": call_id, "node": call.node, "linkedid": call.linkedid, "outcome": call.outcome}
+        if call.outcome == ANSWERED:
+            rows = await conn.fetch(_CANCEL_TASKS, number, _ts(call.ended_at))
+            await conn.executemany(_ORDER_EVENT, [
+                (r["work_order_id"], "callback_task", _json({**about, "task_id": r["id"], "action": "cancelled",
+                                                             "status": "cancelled", "reason": r["reason"],
+                                                             "attempts": r["attempts"],
+                                                             "status_reason": "caller got through"}))
+                for r in rows])
+            return
+        reason = self.callback_reason(call)
+        if reason is None or not CALLBACK_NUMBER.match(number):
+            return
+        ended = _ts(call.ended_at)
+        if await conn.fetchval(_GOT_THROUGH_SINCE, number, ended):
+            return   # written late: the caller already got through on a later call
+        task = await conn.fetchrow(_OPEN_TASK, _text(call.node), order_id, call_id, number, reason,
+                                   self.callback_max_attempts, ended)
+        detail = {**about, "task_id": task["id"], "action": "created" if task["created"] else "refreshed",
+                  "reason": reason, "task_reason": task["reason"], "status": task["status"],
+                  "missed_calls": task["missed_calls"]}
+        await conn.execute(_ORDER_EVENT, order_id, "callback_task", _json(detail))
 
 
 async def lock_call_notes(conn: asyncpg.Connection, node: str, linkedid: str) -> None:

@@ -11,9 +11,11 @@ Originate Timeout comes first (Reason 3). An answered seat runs ``Context,Exten,
 outcome; otherwise the response waits for it.
 
 Two targets do more (each its own module): ``Context: hotline-callback`` dials the citizen
-whose number is the Exten (callback.py: the leader or operator callback), and ``Application:
-ChanSpy`` spies on a seat's channel (spy.py: supervisor listen / whisper / barge). Every
-Originate leaves a SimOriginateResult (``core.on_originate``, kept by PbxSimulator.originates).
+whose number is the Exten (callback.py: the leader or operator callback; a number whose
+behaviour is a ``BusyLine`` is busy: DialEnd BUSY, VarSet DIALSTATUS BUSY, cause 17), and
+``Application: ChanSpy`` spies on a seat's channel (spy.py: supervisor listen / whisper /
+barge). Every Originate leaves a SimOriginateResult (``core.on_originate``, kept by
+PbxSimulator.originates).
 """
 
 from __future__ import annotations
@@ -24,17 +26,50 @@ from typing import TYPE_CHECKING
 
 from telephony.simulator import chanevents as ev
 from telephony.simulator import spy
-from telephony.simulator.callback import CALLBACK_CONTEXT, dial_citizen
+from telephony.simulator.callback import CALLBACK_CONTEXT, DIAL_TIMEOUT, TRUNK, _recording, dial_citizen
 from telephony.simulator.caller import SimOriginateResult
 from telephony.simulator.bus import CALL
 from telephony.simulator.channels import RINGING, UNKNOWN, UP, Channel
+from telephony.simulator.core import SeatBehaviour
 from telephony.simulator.queue import INUSE, RINGING as DEV_RINGING
+from telephony.simulator.wav import finish_file
 
 if TYPE_CHECKING:
     from telephony.simulator.core import PbxCore
 
 KNOWN_CONTEXTS = frozenset({"agents", "agents-noanswer", "default", "caller-bot", CALLBACK_CONTEXT})
 MAX_TALK = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class BusyLine(SeatBehaviour):
+    """A citizen's line that is busy when a callback dials it (``set_seat_behaviour(number, BusyLine())``)."""
+
+    answers: bool = False
+
+
+async def dial_busy_citizen(oc: "OriginateCall", out: Channel) -> tuple[bool, int, object]:
+    """The callback dialplan against a busy line: Dial ends at once with BUSY (cause 17)."""
+    core, bus, number = oc.core, oc.bus, out.exten
+    out.runs_pbx = True
+    path = await _recording(oc, out)
+    ev.newexten(bus, out, "Dial", f"PJSIP/{number}@{TRUNK},{DIAL_TIMEOUT:g}", priority=2)
+    callee = core.channels.device(f"PJSIP/{TRUNK}", out.linkedid, "default", number)
+    callee.owner = oc
+    oc.channels.append(callee)
+    core.channels.processed += 1
+    callee.cid_num, callee.conn_num, callee.conn_name = number, out.cid_num, out.cid_name
+    ev.newchannel(bus, callee)
+    ev.dial_begin(bus, out, callee, f"{number}@{TRUNK}")
+    ev.dial_end(bus, out, callee, "BUSY")
+    ev.varset(bus, out, "DIALSTATUS", "BUSY")
+    ev.hangup(bus, core.channels, callee, 17)
+    try:
+        await asyncio.to_thread(finish_file, path, 0.0)
+    except OSError:
+        pass
+    ev.newexten(bus, out, "Hangup", "", priority=3)
+    return False, 0, path
 
 
 @dataclass(frozen=True)
@@ -184,7 +219,9 @@ class OriginateCall:
             if r.application.lower() == "chanspy":
                 self.spied = await spy.chanspy(core, out, r.data, self.hangup, until)
             elif not r.application and r.context == CALLBACK_CONTEXT and far is None:
-                self.callee_answered, self.talk_time, self.recording = await dial_citizen(self, out, until)
+                dial = dial_busy_citizen(self, out) if isinstance(core.behaviour(out.exten), BusyLine) \
+                    else dial_citizen(self, out, until)
+                self.callee_answered, self.talk_time, self.recording = await dial
             else:
                 await core.clock.wait(self.hangup, until - core.clock.now())
             talk_end = far if far is not None else out
