@@ -231,9 +231,11 @@ def add_api_routes(app: web.Application, pool_key: web.AppKey[asyncpg.Pool]) -> 
     from hotline.api_leader import LeaderApi  # it builds on this module (the leader hotline)
     from hotline.api_operators import OperatorApi  # it builds on this module
     from hotline.api_supervision import SupervisionApi  # so does this (POST /api/seats/{id}/spy)
+    from hotline.api_ivr import IvrApi  # and the IVR's flows, topics, calendars and caller lists
 
     config = ConfigApi(pool_key)
     app.router.add_routes(config.routes())
     app.router.add_routes(OperatorApi(config).routes())
     app.router.add_routes(LeaderApi(config).routes())
     app.router.add_routes(SupervisionApi(config).routes())
+    app.router.add_routes(IvrApi(config).routes())
