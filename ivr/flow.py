@@ -694,8 +694,6 @@ def _allowed_keys(model, raw: Any, loc: KeyPath) -> list[str] | None:
         cls = NODE_TYPES.get(raw.get("type")) if isinstance(raw, dict) else None
         if cls is None:
             return None
-        if len(loc) == 4 and loc[0] == "choices" and loc[2] == "next":
-            return None
         if len(loc) == 3 and loc[0] == "choices":
             return list(LanguageChoice.model_fields)
         return list(cls.model_fields) if len(loc) == 1 else None
