@@ -473,6 +473,8 @@ def parse_flow(text: str, known_queues: set[str] | frozenset[str] | None = None)
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FlowError([_syntax_message(str(exc))]) from None
+    except RecursionError:
+        raise FlowError(["TOML syntax error: arrays or tables nested too deeply"]) from None
     report = _Report(text)
     checker = _Checker(data, report, known_queues)
     flow = checker.run()

@@ -128,7 +128,8 @@ MENU_READ = ("read", "t/menu", 3000, 1)
 async def test_no_key_passes_the_pre_menu_nodes_and_lands_on_the_general_queue():
     call = ScriptedCall()
     result = await run(call)
-    assert (result.kind, result.queue, result.priority, result.flow_choice) == ("queue", "hotline-general", 0, "timeout")
+    assert (result.kind, result.queue, result.priority) == ("queue", "hotline-general", 0)
+    assert result.flow_choice == "timeout"
     assert outcomes(result) == [("lists", "none"), ("typhoon", "inactive"), ("greet", "played"),
                                 ("menu", "timeout"), ("general", "route")]
     assert call.calls == [GREET, MENU_READ, MENU_READ]       # retries = 1: asked twice

@@ -299,7 +299,8 @@ def test_known_queues_are_optional():
 
 def test_unreachable_nodes_and_unused_prompts_are_warnings():
     text = DEFAULT_TEXT + '\n[prompts.spare]\ntext = "备用"\naudio = "hotline/spare"\n' \
-                          '\n[nodes.typhoon]\ntype = "topic"\ntopic = "typhoon"\nprompts = ["spare"]\nnext = "general"\n'
+                          '\n[nodes.typhoon]\ntype = "topic"\ntopic = "typhoon"\nprompts = ["spare"]\n' \
+                          'next = "general"\n'
     flow = parse_flow(text, QUEUES)
     assert flow.warnings == (
         f"line {line_of(text, '[prompts.spare]')}: prompts.spare: no reachable node plays this prompt",
@@ -379,7 +380,8 @@ INVALID = [
      "'999' is not a transfer target (one of 110, 119, 120, 122)", 'target = "999"'),
     ("confirm without decline", 'target = "110"', 'target = "110"\nconfirm_key = "1"', "nodes.emergency.on_decline",
      "missing: with confirm_key, on_decline says where", "[nodes.emergency]"),
-    ("decline without confirm", 'target = "110"', 'target = "110"\non_decline = "general"', "nodes.emergency.on_decline",
+    ("decline without confirm", 'target = "110"', 'target = "110"\non_decline = "general"',
+     "nodes.emergency.on_decline",
      "only with confirm_key", "on_decline ="),
     ("barge-in before a queue", 'next = "main_menu"', 'next = "general"', "nodes.welcome.barge_in",
      "a barge-in play hands the key pressed to the next node, so next must be a menu or language node "
@@ -457,6 +459,10 @@ def test_too_many_nodes():
     body = "".join(f'\n[nodes.q{i}]\ntype = "queue"\nqueue = "hotline-general"\n' for i in range(MAX_NODES + 1))
     text = '[flow]\nname = "big"\nstart = "q0"\nfallback_queue = "hotline-general"\n' + body
     assert errors_of(text) == [f"nodes: {MAX_NODES + 1} nodes, at most {MAX_NODES}"]
+
+
+def test_deep_nesting_is_a_flow_error():
+    assert errors_of("a = " + "[" * 50000) == ["TOML syntax error: arrays or tables nested too deeply"]
 
 
 def test_bytes_and_non_utf8():
