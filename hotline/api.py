@@ -232,6 +232,7 @@ def add_api_routes(app: web.Application, pool_key: web.AppKey[asyncpg.Pool]) -> 
     from hotline.api_operators import OperatorApi  # it builds on this module
     from hotline.api_supervision import SupervisionApi  # so does this (POST /api/seats/{id}/spy)
     from hotline.api_ivr import IvrApi  # and the IVR's flows, topics, calendars and caller lists
+    from hotline.api_callbacks import setup_routes as callback_routes  # and missed-call callbacks
 
     config = ConfigApi(pool_key)
     app.router.add_routes(config.routes())
@@ -239,3 +240,4 @@ def add_api_routes(app: web.Application, pool_key: web.AppKey[asyncpg.Pool]) -> 
     app.router.add_routes(LeaderApi(config).routes())
     app.router.add_routes(SupervisionApi(config).routes())
     app.router.add_routes(IvrApi(config).routes())
+    callback_routes(app, config)

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from config.settings import Settings
 from hotline.api import add_api_routes
+from hotline.api_callbacks import CALLBACK_DESK
+from hotline.api_ivr import IVR_DESK
 from hotline.api_leader import LEADER_DESK
 from hotline.api_operators import OPERATOR_DESK
 from hotline.service import HotlineService
@@ -44,6 +46,8 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SERVICE] = service
     app[OPERATOR_DESK] = service.desk   # the operator actions of the API (first node)
     app[LEADER_DESK] = service.leader   # the leader hotline of the API (first node's Asterisk)
+    app[CALLBACK_DESK] = service.callbacks   # missed-call callbacks (first node's seats)
+    app[IVR_DESK] = service.ivr         # flows are validated against the queues routed to now
     await service.start()
     yield
     await service.stop()

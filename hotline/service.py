@@ -17,9 +17,12 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from config.settings import Settings
-from ivr.menu import MenuIvr
+from ivr.facts import ServiceFacts
+from ivr.runner import FlowIvr
+from ivr.store import IvrStore
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
+from queues.callbacks import CallbackDesk
 from queues.catalog import QueueCatalog
 from queues.leader import LeaderDesk
 from queues.live import LiveStats
@@ -94,7 +97,15 @@ class HotlineService:
                                  static_members=[(q, seat.interface) for seat in settings.seats for q in seat.queues])
         self.node.leader = self.leader
         self.desk.keep_member = self.leader.keeps_member
-        self.ivr = MenuIvr(settings, leader_open=self.leader.leader_queue_open, queues=self.catalog.queue)
+        # The IVR: the live version of the flow in Postgres (or the shipped one), run per call.
+        self.ivr_store = IvrStore(pool)
+        self.facts = ServiceFacts(self.ivr_store, timezone=settings.timezone,
+                                  leader_open=self.leader.leader_queue_open, live=self.node.live)
+        self.ivr = FlowIvr(self.ivr_store, self.catalog, self.facts)
+        # Missed-call callbacks (first node's seats): a due task is dialled on a free operator's seat.
+        self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
+                                      operators=self.desk, node_id=self.node.node.id)
+        self.node.callbacks = self.callbacks
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -129,7 +140,7 @@ class HotlineService:
         await self.catalog.refresh()   # before the first call: Postgres's queues (or the settings' alone)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
         coros = [self.writer.run(), self.catalog.run(), *(live.run() for live in self.lives.values()),
-                 *(desk.run() for desk in self.desks.values()), self.leader.run_seat_sync(),
+                 *(desk.run() for desk in self.desks.values()), self.leader.run_seat_sync(), self.callbacks.run(),
                  *(n.run() for n in self.nodes)]   # nodes last: see stop
         self._tasks = [asyncio.create_task(coro) for coro in coros]
 

@@ -90,6 +90,8 @@ async def apply_result(session: AgiSession, result: FlowResult, queue_lookup: Qu
         await session.set_variable("HOTLINE_LANGUAGE", result.language)
     if result.kind == "hangup":
         if not result.by_caller:
+            # the flow ended the call itself (self-service answered, a goodbye): no missed call
+            await session.set_variable("HOTLINE_IVR_DONE", "1")
             await session.send_command("HANGUP")
         return
     if result.kind == "transfer" and result.target in TRANSFER_TARGETS:

@@ -17,6 +17,8 @@ from hotline.service import HotlineService
 from telephony.simulator import PbxSimulator, ScriptedCaller, SeatBehaviour
 from tests.conftest import REDIS_URL
 
+from tests.flows import install_flow, menu_flow
+
 pytestmark = pytest.mark.e2e
 
 SPEED = 50.0
@@ -35,7 +37,6 @@ def e2e_settings(node_id: str, pg_dsn: str, recordings: Path, agi_port: int) -> 
             QueueConfig(name="hotline-business", purpose="business", category="business_environment", max_wait=300),
             QueueConfig(name="hotline-typhoon", purpose="special", category="typhoon", max_wait=8),
         ],
-        ivr={"routes": {"1": "hotline-general", "2": "hotline-business", "3": "hotline-typhoon"}},
         seats=[SeatConfig(interface=f"PJSIP/80{i:02d}", name=f"Seat 80{i:02d}", queues=["hotline-general"])
                for i in range(1, 5)],
     )
@@ -91,6 +92,7 @@ async def test_thirty_mixed_calls_end_to_end(pg_dsn, pg_pool, redis_client, node
         sim.set_seat_behaviour(seat.interface, SeatBehaviour(answers=True, answer_after=1.0, talk=8.0))
     settings = settings.model_copy(update={"ami": settings.ami.model_copy(
         update={"port": sim.ami_port, "secret": SecretStr("e2e-secret")})})
+    await install_flow(pg_pool, menu_flow({"1": "hotline-general", "2": "hotline-business", "3": "hotline-typhoon"}))
     service = HotlineService(settings, pg_pool, redis_client)
     try:
         await service.start()

@@ -509,6 +509,7 @@ async def test_agi_order_progress_uses_the_calling_number_and_hangs_up():
         ('STREAM FILE hotline/order-handling ""', ["200 result=0 endpos=16000"]),
         ('STREAM FILE hotline/goodbye ""', ["200 result=0 endpos=8000"]),
         ('SET VARIABLE HOTLINE_IVR_CHOICE "9-order_found"', OK),
+        ('SET VARIABLE HOTLINE_IVR_DONE "1"', OK),   # served: no callback for this "IVR hang-up"
         ("HANGUP", OK)], services)
     assert result.kind == "hangup" and not result.by_caller
 

@@ -4,6 +4,7 @@ the self-service order look-up, against real Postgres."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from pydantic import ValidationError
@@ -120,3 +121,34 @@ async def test_order_status_only_for_the_calling_number(pg_pool):
     assert await store.order_status("20261206000042", "13900000002") is None     # another citizen's order
     assert await store.order_status("20261206000042", None) is None
     assert await store.order_status("20261206000043", "13800000001") is None
+
+
+# ---- what the IVR leaves on the call: the survey answer, a flow that ended the call itself -------
+
+@pytest.mark.parametrize("value, stored", [("satisfied", "satisfied"), ("dissatisfied", "dissatisfied"),
+                                           ("no_answer", "no_answer"), ("4\r\nx", None)])
+async def test_survey_answer_lands_on_the_call_and_its_order(pg_pool, value, stored):
+    from tests.test_workorders import make_call
+    from workorders.store import CallStore
+
+    call = make_call(variables={"HOTLINE_SURVEY": value, "HOTLINE_QUEUE": "hotline-general"})
+    result = await CallStore(pg_pool).record_call(call, [])
+    assert await pg_pool.fetchval("SELECT survey FROM calls WHERE id = $1", result.call_id) == stored
+    events = await pg_pool.fetch(
+        "SELECT detail FROM work_order_events e JOIN work_orders o ON o.id = e.work_order_id"
+        " WHERE o.number = $1 AND e.kind = 'survey'", result.order_number)
+    assert [json.loads(e["detail"])["result"] for e in events] == ([stored] if stored else [])
+
+
+async def test_a_flow_that_ended_the_call_itself_opens_no_callback(pg_pool):
+    from tests.test_workorders import make_call
+    from workorders.store import CallStore
+
+    store = CallStore(pg_pool)
+    served = make_call("13800000077", "ivr_hangup", variables={"HOTLINE_IVR_CHOICE": "9-order_found",
+                                                               "HOTLINE_IVR_DONE": "1"})
+    await store.record_call(served, [])
+    assert await pg_pool.fetchval("SELECT count(*) FROM callback_tasks") == 0
+    gave_up = make_call("13800000077", "ivr_hangup", variables={"HOTLINE_IVR_CHOICE": "hangup"})
+    await store.record_call(gave_up, [])   # 20 s in the IVR and hung up: called back
+    assert await pg_pool.fetchval("SELECT count(*) FROM callback_tasks") == 1

@@ -93,6 +93,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (node, linkedid) DO NOTHING
 RETURNING id
 """
+# HOTLINE_SURVEY as the survey sets it -> calls.survey (anything else is not a survey answer)
+SURVEY_RESULTS = {v: v for v in ("satisfied", "basically_satisfied", "dissatisfied", "no_answer")}
 _ORDER_EVENT = "INSERT INTO work_order_events (work_order_id, kind, actor, detail) VALUES ($1, $2, 'system', $3::jsonb)"
 _MOVE_NOTES = """
 WITH moved AS (DELETE FROM call_notes WHERE node = $1 AND linkedid = $2 RETURNING id, kind, actor, at, detail)
@@ -196,6 +198,10 @@ class CallStore:
         await conn.executemany(_CALL_EVENT, [
             (call_id, seq, _ts(e.at), _text(e.kind), _json(dict(e.detail))) for seq, e in enumerate(call.timeline)])
         await conn.executemany(_RECORDING, _recording_rows(call_id, call, recordings))
+        survey = SURVEY_RESULTS.get((call.variables or {}).get("HOTLINE_SURVEY", ""))
+        if survey is not None:   # the satisfaction survey after the seat hung up (ivr/survey.py)
+            await conn.execute("UPDATE calls SET survey = $2 WHERE id = $1", call_id, survey)
+            await conn.execute(_ORDER_EVENT, order_id, "survey", _json({**about, "result": survey}))
         if not is_anonymous(number):
             await self._callback(conn, call, number, call_id, order_id)
         return RecordResult(call_id, order_number, order is None, False)
@@ -208,6 +214,8 @@ class CallStore:
             return "requested"
         if call.outcome == IVR_HANGUP and call.ended_at - call.started_at < self.callback_ivr_seconds:
             return None
+        if call.outcome == IVR_HANGUP and (call.variables or {}).get("HOTLINE_IVR_DONE") == "1":
+            return None   # the flow itself ended the call (self-service answered, a goodbye): nothing missed
         return MISSED_REASONS.get(call.outcome)
 
     async def _callback(self, conn: asyncpg.Connection, call: FinishedCall, number: str, call_id: int,
