@@ -1,4 +1,4 @@
-"""The ``hotline`` command: serve | demo | migrate | asterisk-config | user add."""
+"""The ``hotline`` command: serve | demo | migrate | asterisk-config | prompts build | user add."""
 
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     asterisk = sub.add_parser("asterisk-config", help="print the Asterisk 22 dialplan, queues.conf and manager.conf snippets")
     asterisk.add_argument("--no-database", action="store_true",
                           help="from the settings alone, without the queues and seats configured in Postgres")
+    prompts = sub.add_parser("prompts", help="IVR prompts").add_subparsers(dest="prompts_command", required=True)
+    build = prompts.add_parser("build", help="create the missing prompt sounds from their Chinese text (espeak-ng)")
+    build.add_argument("--sounds-dir", default="/var/lib/asterisk/sounds",
+                       help="Asterisk's sounds directory (default /var/lib/asterisk/sounds)")
+    build.add_argument("--language-dir", help="a language subdirectory of it, e.g. zh")
+    build.add_argument("--force", action="store_true", help="also replace sounds that exist (studio recordings too)")
+    build.add_argument("--no-database", action="store_true",
+                       help="only the shipped flow's prompts, not those of the flows saved in Postgres")
     user = sub.add_parser("user", help="users of the HTTP API").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", help="add a user; the password comes from $HOTLINE_BOOTSTRAP_PASSWORD or stdin")
     add.add_argument("--role", required=True, choices=ROLES)
@@ -97,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "user":
             return _user_add(settings, args)
+        if args.command == "prompts":
+            return _prompts_build(settings, args)
     except KeyboardInterrupt:
         return 130
     except (OSError, ConfigError, ValueError, RuntimeError) as exc:  # MigrationError is a RuntimeError
@@ -125,6 +135,50 @@ def _user_add(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"user {user.login} ({user.role}) added")
     return 0
+
+
+def _prompts_build(settings: Settings, args: argparse.Namespace) -> int:
+    from ivr.flow import parse_flow
+    from ivr.prompts import Prompt, PromptError, ToolMissing, build_prompts
+    from ivr.runner import shipped_flow_source
+
+    flows = [parse_flow(shipped_flow_source())]
+    if not args.no_database:
+        flows += asyncio.run(_live_flows(settings.database_url.get_secret_value()))
+    prompts, seen = [], set()
+    for flow in flows:
+        for name, text, audio in flow.prompt_list():
+            if (audio, text) not in seen:   # one sound per audio name and text
+                seen.add((audio, text))
+                prompts.append(Prompt(name=name, text=text, audio=audio))
+    try:
+        report = build_prompts(prompts, args.sounds_dir, force=args.force, language_dir=args.language_dir)
+    except (PromptError, ToolMissing) as exc:
+        logging.getLogger("hotline").error("prompts build: %s", exc)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+async def _live_flows(dsn: str) -> list:
+    """The live version of every flow saved in Postgres (a version that no longer parses: skipped)."""
+    from ivr.flow import FlowError, parse_flow
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT v.name, v.version, v.source FROM ivr_flow_live l"
+                                " JOIN ivr_flow_versions v USING (name, version) ORDER BY v.name")
+    finally:
+        await conn.close()
+    flows = []
+    for row in rows:
+        try:
+            flows.append(parse_flow(row["source"]))
+        except FlowError as exc:
+            logging.getLogger("hotline").warning("prompts build: flow %s version %d skipped: %s",
+                                                 row["name"], row["version"], exc.messages[0])
+    return flows
 
 
 def _serve(settings: Settings) -> int:

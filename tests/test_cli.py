@@ -85,3 +85,25 @@ def test_migrate_with_a_wrong_role_names_it_without_the_password(pg_dsn):
     assert out.returncode == 1
     assert "no_such_role_x" in out.stderr and "Traceback" not in out.stderr
     assert "pw-never-shown-77" not in out.stdout + out.stderr
+
+
+@pytest.mark.ivr
+def test_prompts_build_creates_the_flows_missing_sounds_and_keeps_recordings(tmp_path, pg_dsn):
+    from ivr.prompts import check_wav
+
+    sounds = tmp_path / "sounds"
+    (sounds / "hotline").mkdir(parents=True)
+    studio = sounds / "hotline" / "welcome.wav"
+    studio.write_bytes(b"studio recording")           # a site's own recording is never replaced
+    out = run("prompts", "build", "--sounds-dir", str(sounds), env={"HOTLINE_DATABASE_URL": pg_dsn})
+    assert out.returncode == 0, out.stderr
+    assert "kept" in out.stdout and "welcome" in out.stdout
+    assert studio.read_bytes() == b"studio recording"
+    menu = check_wav(sounds / "hotline" / "menu.wav")
+    assert (menu.rate, menu.channels, menu.bits) == (8000, 1, 16) and menu.seconds > 1
+
+
+def test_prompts_build_names_a_bad_sounds_dir():
+    out = run("prompts", "build", "--no-database", "--sounds-dir", "/proc/no/such/dir")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "FAILED prompt 'welcome'" in out.stdout and "/proc/no/such/dir" in out.stdout
