@@ -1,10 +1,16 @@
-"""IVR flows for tests: a one-menu flow from a key -> queue map, saved as the live ``main`` flow."""
+"""IVR flows for tests: a one-menu flow from a key -> queue map, saved as the live ``main`` flow,
+and the FastAGI ``ivr`` route built as the service builds it."""
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
+from config.settings import Settings
+from ivr.facts import ServiceFacts
 from ivr.flow import parse_flow
-from ivr.runner import MAIN_FLOW
+from ivr.runner import MAIN_FLOW, FlowIvr
 from ivr.store import IvrStore
+from queues.catalog import QueueCatalog
 from queues.config_store import Actor
 
 
@@ -56,3 +62,16 @@ async def install_flow(pool, source: str) -> int:
     """Save ``source`` as the next live version of the main flow; its version number."""
     saved = await IvrStore(pool).save_flow(MAIN_FLOW, source, Actor(None, "tests"), validate=parse_flow)
     return saved.version
+
+
+async def flow_ivr(pool, settings: Settings | None = None, *,
+                   leader_open: Callable[[], Awaitable[str | None]] | None = None) -> FlowIvr:
+    """The ``ivr`` route as hotline.service builds it, on ``pool``: a real IvrStore, the queue
+    catalog of ``settings`` (default ``Settings()``) with Postgres's queues read once, and
+    ServiceFacts answering the leader check with ``leader_open``. It runs the live ``main``
+    flow (``install_flow``), or the shipped one as version 0 when none was saved."""
+    settings = settings or Settings()
+    store = IvrStore(pool)
+    catalog = QueueCatalog(settings, pool)
+    await catalog.reload()
+    return FlowIvr(store, catalog, ServiceFacts(store, timezone=settings.timezone, leader_open=leader_open))

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 from config.settings import QueueConfig, Settings
-from ivr.menu import MenuIvr
 from queues.catalog import QueueCatalog, merge_queues
 from tests.agi_peer import Dialogue, load_dialogues
+from tests.flows import flow_ivr, install_flow, menu_flow
 from tests.test_fastagi import play_asterisk, start_server
 
 
@@ -40,7 +40,7 @@ async def test_catalog_reads_postgres_and_tells_listeners(pg_pool):
     assert await catalog.reload() is True
     q = catalog.queue("Typhoon")                       # app_queue's rule: case does not count
     assert (q.name, q.max_wait, q.service_level, q.category) == ("typhoon", 45, 20, "disaster")
-    assert [x.name for x in seen[-1]] == ["hotline-general", "hotline-business", "typhoon"]
+    assert [x.name for x in seen[-1]] == ["hotline-general", "hotline-business", "hotline-dialect", "typhoon"]
     assert await catalog.reload() is False            # unchanged: no listener call
     assert len(seen) == 1
     await pg_pool.execute("UPDATE queues SET max_wait_seconds = 90 WHERE name = 'typhoon'")
@@ -80,27 +80,43 @@ async def test_catalog_keeps_the_last_queues_while_postgres_is_unreachable(pg_ds
     assert len(warnings) == 1                             # once per outage
 
 
+def _routed(choice: str, category: str, wait: int, queue: str) -> list[tuple[str, list[str]]]:
+    return [(f'SET VARIABLE HOTLINE_IVR_CHOICE "{choice}"', ["200 result=1"]),
+            (f'SET VARIABLE HOTLINE_CATEGORY "{category}"', ["200 result=1"]),
+            (f'SET VARIABLE HOTLINE_QUEUE_TIMEOUT "{wait}"', ["200 result=1"]),
+            ('SET VARIABLE HOTLINE_PRIORITY "0"', ["200 result=1"]),
+            (f'SET VARIABLE HOTLINE_QUEUE "{queue}"', ["200 result=1"])]
+
+
 async def test_ivr_routes_with_the_catalog_max_wait_and_category(pg_pool):
+    # Postgres overrides a settings queue (hotline-general) and adds one the settings lack (typhoon)
     await _add_queue(pg_pool, "hotline-general", purpose="general", max_wait_seconds=240, category="intake")
-    catalog = QueueCatalog(Settings(), pg_pool)
-    await catalog.reload()
-    ivr = MenuIvr(Settings(), queues=catalog.queue)
+    await _add_queue(pg_pool, "typhoon", purpose="special", max_wait_seconds=45, category="disaster")
+    ivr = await flow_ivr(pg_pool)          # the queue catalog of Settings() with Postgres's queues
     (capture,) = load_dialogues("answered.agi")
-    dialogue = Dialogue(headers=capture.headers, steps=[
+    # no flow saved: the shipped flow; no key -> hotline-general with Postgres's max wait and category
+    shipped = Dialogue(headers=capture.headers, steps=[
+        ('SET VARIABLE HOTLINE_FLOW_VERSION "0"', ["200 result=1"]),
         ("ANSWER", ["200 result=0"]),
-        ('STREAM FILE hotline/welcome "12"', ["200 result=0 endpos=8000"]),
-        ("GET DATA hotline/menu 5000 1", ["200 result= (timeout)"]),
-        ('SET VARIABLE HOTLINE_IVR_CHOICE "timeout"', ["200 result=1"]),
-        ('SET VARIABLE HOTLINE_CATEGORY "intake"', ["200 result=1"]),
-        ('SET VARIABLE HOTLINE_QUEUE_TIMEOUT "240"', ["200 result=1"]),
-        ('SET VARIABLE HOTLINE_QUEUE "hotline-general"', ["200 result=1"]),
+        ('STREAM FILE hotline/welcome "01239"', ["200 result=0 endpos=8000"]),
+        ("GET DATA hotline/menu 1500 1", ["200 result= (timeout)"]),
+        *_routed("timeout", "intake", 240, "hotline-general"),
+    ])
+    # a flow routing key 3 to the Postgres-only queue (it validates against the catalog's queues)
+    typhoon = Dialogue(headers=capture.headers, steps=[
+        ('SET VARIABLE HOTLINE_FLOW_VERSION "1"', ["200 result=1"]),
+        ("ANSWER", ["200 result=0"]),
+        ('STREAM FILE hotline/welcome "13"', ["200 result=0 endpos=8000"]),
+        ("GET DATA hotline/menu 5000 1", ["200 result=3"]),
+        *_routed("3", "disaster", 45, "typhoon"),
     ])
     server, port = await start_server(ivr, ivr.safe_route)
     try:
-        sent = await play_asterisk(port, dialogue)
+        assert await play_asterisk(port, shipped) == [c for c, _ in shipped.steps]
+        await install_flow(pg_pool, menu_flow({"1": "hotline-general", "3": "typhoon"}))
+        assert await play_asterisk(port, typhoon) == [c for c, _ in typhoon.steps]
     finally:
         await server.stop()
-    assert sent == [c for c, _ in dialogue.steps]
 
 
 async def test_asterisk_config_includes_the_postgres_queues_and_seats(pg_pool, pg_dsn):
@@ -112,7 +128,7 @@ async def test_asterisk_config_includes_the_postgres_queues_and_seats(pg_pool, p
                          text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "[typhoon]" in out.stdout                               # queues.conf section
-    assert "hotline-general|hotline-business|typhoon" in out.stdout  # the dialplan's whitelist
+    assert "hotline-general|hotline-business|hotline-dialect|typhoon" in out.stdout  # the dialplan's whitelist
     assert "exten => typhoon,1,Queue(${EXTEN},t,,,45)" in out.stdout   # a transfer target
     assert "exten => 9001,1,Dial(PJSIP/${EXTEN}" in out.stdout        # the leader seat reachable by Atxfer
     offline = subprocess.run([sys.executable, "-m", "hotline.cli", "asterisk-config", "--no-database"],

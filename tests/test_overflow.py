@@ -19,6 +19,7 @@ from telephony.events import AmiEvent, to_event
 from telephony.simulator import PbxSimulator, ScriptedCaller, SeatBehaviour, queue_definitions
 from telephony.tracker import CallTracker
 from tests.conftest import REDIS_URL
+from tests.flows import install_flow, menu_flow
 from tests.support import free_port, until
 from tests.test_simulator import QUEUES, make_agi, make_client, make_sim  # noqa: F401
 
@@ -216,7 +217,6 @@ async def test_overflow_call_is_one_answered_row_in_the_overflow_queue(pg_pool, 
             QueueConfig(name="hotline-business", purpose="business", category="business_environment", max_wait=6,
                         ring_timeout=2, overflow="hotline-general"),
         ],
-        ivr={"routes": {"1": "hotline-general", "2": "hotline-business"}},
         seats=[SeatConfig(interface="PJSIP/8001", name="Seat 8001", queues=["hotline-general"]),
                SeatConfig(interface="PJSIP/8005", name="Seat 8005", queues=["hotline-business"])],
     )
@@ -228,6 +228,7 @@ async def test_overflow_call_is_one_answered_row_in_the_overflow_queue(pg_pool, 
     sim.set_seat_behaviour("PJSIP/8001", SeatBehaviour(answer_after=1.0, talk=4.0))
     settings = settings.model_copy(update={"ami": settings.ami.model_copy(
         update={"port": sim.ami_port, "secret": SecretStr("overflow-secret")})})
+    await install_flow(pg_pool, menu_flow({"1": "hotline-general", "2": "hotline-business"}))   # key 2: business
     service = HotlineService(settings, pg_pool, redis_client)
     try:
         await service.start()
