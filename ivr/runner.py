@@ -51,7 +51,24 @@ class FlowIvr:
         self._failing = False
 
     def validate(self, source: str) -> Flow:
-        return parse_flow(source, known_queues={q.name for q in self.catalog.queues})
+        """The flow checked against the queues routed to now: every queue it names exists, a
+        leader queue is reached only through a ``leader`` node (open only while its slot is live),
+        and a ``leader`` node names a leader queue."""
+        flow = parse_flow(source, known_queues={q.name for q in self.catalog.queues})
+        problems = []
+        for node_id, node in flow.nodes.items():
+            queue = self.catalog.queue(getattr(node, "queue", None))
+            if queue is None:
+                continue
+            if node.type == "leader" and queue.purpose != "leader":
+                problems.append(f"nodes.{node_id}.queue: {queue.name!r} is not a leader queue (purpose "
+                                f"{queue.purpose}); a leader node routes to a queue of purpose 'leader'")
+            elif node.type != "leader" and queue.purpose == "leader":
+                problems.append(f"nodes.{node_id}.queue: {queue.name!r} is a leader queue; route to it with "
+                                f"a node of type 'leader', which reaches it only while a leader slot is live")
+        if problems:
+            raise FlowError(problems)
+        return flow
 
     async def current(self) -> tuple[int, Flow]:
         """(version, flow) for a call starting now."""
@@ -81,8 +98,10 @@ class FlowIvr:
 
     async def __call__(self, session: AgiSession) -> None:
         version, flow = await self.current()
+        session.flow_fallback = flow.fallback_queue   # the safe route of this call's own version
         await session.set_variable("HOTLINE_FLOW_VERSION", str(version))
         await run_agi_flow(session, flow, self.services, self.catalog.queue)
 
     async def safe_route(self, session: AgiSession) -> None:
-        await safe_route(session, self._current[1].fallback_queue, self.catalog.queue)
+        fallback = getattr(session, "flow_fallback", None) or self._current[1].fallback_queue
+        await safe_route(session, fallback, self.catalog.queue)

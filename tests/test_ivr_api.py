@@ -158,3 +158,21 @@ async def test_a_call_in_progress_finishes_on_the_version_it_started_on(pg_pool)
         assert await asterisk(second) == [c for c, _ in second]
     finally:
         await server.stop()
+
+
+async def test_a_leader_queue_is_reached_only_through_a_leader_node(pg_pool):
+    from ivr.flow import FlowError
+
+    await pg_pool.execute("INSERT INTO queues (name, purpose) VALUES ('hotline-leader', 'leader')")
+    catalog = QueueCatalog(Settings(), pg_pool)
+    await catalog.reload()
+    runner = FlowIvr(IvrStore(pg_pool), catalog, ServiceFacts(IvrStore(pg_pool)))
+    with pytest.raises(FlowError) as err:   # a plain queue node would open the leader line outside any slot
+        runner.validate(menu_flow({"9": "hotline-leader"}))
+    assert "nodes.q_0.queue" in err.value.messages[0] and "leader" in err.value.messages[0]
+    leader_to_general = menu_flow({"1": "hotline-general"}).replace(
+        'type = "queue"\nqueue = "hotline-general"\n\n\n', "", 0) + (
+        '\n[nodes.lead]\ntype = "leader"\nqueue = "hotline-general"\nfallback = "fallback"\n')
+    with pytest.raises(FlowError) as err:
+        runner.validate(leader_to_general)
+    assert any("nodes.lead.queue" in m and "not a leader queue" in m for m in err.value.messages)
