@@ -13,6 +13,16 @@ three snippets to a real Asterisk 22 and 12345 calls run through this service:
   queue that has an ``overflow`` queue, the caller goes on to it with its max wait and category
   (``HOTLINE_QUEUE`` names it, so the service sees the hop), counted in ``HOTLINE_OVERFLOWS``:
   at most one hop per queue that has an overflow, so even a loop the settings missed ends.
+  The IVR may end in two more ways, each honoured only for its one literal value: with
+  ``HOTLINE_CALLBACK_REQUESTED=1`` (a callback offer accepted, goodbye said) the call is hung up
+  without a queue; with ``HOTLINE_TRANSFER=110`` (a caller in danger, advice played) it dials
+  ``ivr.emergency_dial`` (recorded like a queue call), and if 110 does not answer the caller
+  goes on to the queue as if the IVR had only named one (never dead air). ``Queue()`` runs with
+  option ``c``: when the seat hangs up the caller goes on in the dialplan with
+  ``QUEUESTATUS=CONTINUE`` (a caller who hangs up ends the dialplan there) to
+  ``[hotline-survey]``, the satisfaction survey over FastAGI (``agi://.../survey``, which sets
+  ``HOTLINE_SURVEY``), then is hung up. A caller transferred into ``[hotline-transfer]`` gets the
+  survey the same way.
 * ``queues.conf``: one section per configured queue, no static members: the service adds the
   seats at start through AMI ``QueueAdd`` (MemberName, StateInterface) and owns pause state.
 * ``manager.conf``: the AMI user of the service with the least read/write classes it needs.
@@ -25,7 +35,11 @@ the 5th argument; ``timeoutpriority = app`` lets it bound the last ring); app_qu
 ``QUEUE_PRIO`` as an integer, higher first; ``joinempty = yes`` / ``leavewhenempty = no`` mean
 "no restriction" (a caller always joins and stays); ``AGI()`` that cannot reach its FastAGI
 server (2 s connect limit) sets ``AGISTATUS=FAILURE`` and the dialplan continues; MixMonitor
-option ``b`` saves audio only while bridged and sets ``MIXMONITOR_FILENAME``; AMI write
+option ``b`` saves audio only while bridged and sets ``MIXMONITOR_FILENAME``; ``Queue()``
+option ``c`` ("continue in the dialplan if the callee hangs up") makes app_queue's queue_exec
+return 0 with ``QUEUESTATUS=CONTINUE`` for a call a member answered (qe.handled) once the bridge
+ends, where without it the caller is hung up; ``Dial()`` sets ``DIALSTATUS`` (ANSWER, NOANSWER,
+BUSY, CONGESTION, CHANUNAVAIL, ...) and goes on in the dialplan when the callee hangs up; AMI write
 permission is "any of the action's classes" (QueueAdd/Remove/Pause/Penalty: agent; Originate:
 originate; Getvar/Setvar/Hangup/Redirect: call; CoreShowChannels/CoreStatus: system or reporting;
 QueueStatus/Ping: none); ``FullyBooted`` is a ``system`` event; VarSet/Newexten are ``dialplan``;
@@ -48,6 +62,8 @@ from config.settings import QueueConfig, Settings
 HOTLINE_NUMBER = "12345"
 INBOUND_CONTEXT = "hotline-inbound"
 HANGUP_CONTEXT = "hotline-hangup"
+SURVEY_CONTEXT = "hotline-survey"
+EMERGENCY_NUMBER = "110"  # the one HOTLINE_TRANSFER the dialplan honours (telephony/tracker.py)
 AMI_SECRET_PLACEHOLDER = "CHANGE-ME"
 
 # queues.conf [general] and manager.conf [general] are not queues / users.
@@ -64,6 +80,8 @@ _CATEGORY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # app_queue's strategies (queues.conf ``strategy``) in Asterisk 22.
 _STRATEGIES = frozenset({"ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "rrordered", "linear", "wrandom"})
 _DID = re.compile(r"^(?:[0-9*#+]+|_[0-9XZNxzn.!*#+]+)$")
+# A Dial() destination, several joined by '&' (as config.settings checks emergency_dial).
+_DIAL_TARGET = re.compile(r"[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+(?:&[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+)*")
 
 # Characters that would end a line, start a comment or a section in a .conf file.
 _BREAKING = {"\r": "CR", "\n": "LF", "\x00": "NUL", ";": "';'", "[": "'['"}
@@ -170,12 +188,28 @@ def _advertise_host(settings: Settings) -> str:
     return host
 
 
-def _agi_url(settings: Settings) -> str:
+def _agi_url(settings: Settings, script: str = "ivr") -> str:
     host = _advertise_host(settings)
     port = _whole("agi.listen_port", settings.agi.listen_port, 1, 65535)
     ip = _ip(host)
     netloc = f"[{host}]" if ip is not None and ip.version == 6 else host
-    return f"agi://{netloc}:{port}/ivr"
+    return f"agi://{netloc}:{port}/{script}"
+
+
+def _emergency_dial(settings: Settings) -> tuple[str, int]:
+    """The 110 Dial() destination and its ring time, checked again (settings may come unvalidated):
+    nothing that ends the Dial() argument or the line (',', ')', ';', CR, LF), and no '$'."""
+    target = _safe("ivr.emergency_dial", settings.ivr.emergency_dial)
+    if len(target) > 200 or not _DIAL_TARGET.fullmatch(target):
+        raise ValueError(f"ivr.emergency_dial: {target!r} must be a Dial() destination like "
+                         "PJSIP/110@hotline-trunk (letters, digits and _ - @ . + # * : / only)")
+    return target, _whole("ivr.emergency_ring_seconds", settings.ivr.emergency_ring_seconds, 5, 120)
+
+
+def _survey_step(indent: str = " ") -> str:
+    """After Queue(): a seat answered and hung up (option c) -> the survey."""
+    return (f'{indent}same => n,GotoIf($["${{REGEX("^CONTINUE$" ${{QUEUESTATUS}})}}" = "1"]'
+            f"?{SURVEY_CONTEXT},s,1)")
 
 
 def _recordings_dir(settings: Settings) -> str:
@@ -254,7 +288,7 @@ def _lines(*parts: Iterable[str] | str) -> str:
 
 
 def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: Sequence[str] = ()) -> str:
-    """The ``[hotline-inbound]`` and ``[hotline-hangup]`` contexts for extensions.conf.
+    """The ``[hotline-inbound]``, ``[hotline-survey]`` and ``[hotline-hangup]`` contexts for extensions.conf.
 
     ``number`` is the extension the flow runs under (12345); each of ``dids`` (an extension or an
     ``_X.`` pattern) is sent to it, so a trunk context can ``Goto(hotline-inbound,${EXTEN},1)``.
@@ -263,6 +297,8 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
     names = _queue_names(settings)
     default = _default_queue(settings)
     agi_url = _agi_url(settings)
+    survey_url = _agi_url(settings, "survey")
+    emergency, emergency_ring = _emergency_dial(settings)
     recordings = _recordings_dir(settings)
     _safe("number", number)
     if not re.fullmatch(r"[0-9*#+]+", number):
@@ -310,8 +346,9 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
     return _lines(
         f"; Hotline {number} inbound, node {node}. Send the hotline DID here from the trunk context,",
         f"; e.g. Goto({INBOUND_CONTEXT},{number},1). The service reads back, from the AMI VarSet events,",
-        "; HOTLINE_IVR_CHOICE, HOTLINE_CATEGORY, HOTLINE_QUEUE, MIXMONITOR_FILENAME and QUEUESTATUS",
-        "; (set by Queue(): TIMEOUT tells a queue timeout from a caller who hung up).",
+        "; HOTLINE_IVR_CHOICE, HOTLINE_CATEGORY, HOTLINE_QUEUE, HOTLINE_TRANSFER, HOTLINE_CALLBACK_REQUESTED,",
+        "; HOTLINE_SURVEY, MIXMONITOR_FILENAME and QUEUESTATUS (set by Queue(): TIMEOUT tells a queue",
+        "; timeout from a caller who hung up, CONTINUE a seat that hung up), and the Dial() of 110.",
         f"[{INBOUND_CONTEXT}]",
         f"exten => {number},1,NoOp(Hotline inbound node {node})",
         " same => n,Answer()",
@@ -320,13 +357,22 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         " same => n,Set(HOTLINE_QUEUE=)",
         " same => n,Set(HOTLINE_QUEUE_TIMEOUT=)",
         " same => n,Set(HOTLINE_PRIORITY=)",
+        " same => n,Set(HOTLINE_TRANSFER=)",
+        " same => n,Set(HOTLINE_CALLBACK_REQUESTED=)",
         " ; The IVR (FastAGI) sets HOTLINE_QUEUE, HOTLINE_QUEUE_TIMEOUT, HOTLINE_PRIORITY and more.",
         " ; If the service is down AGI() fails within 2 s (AGISTATUS=FAILURE) and the call goes on.",
         f" same => n,AGI({agi_url})",
+        " ; The caller accepted a callback offer and the IVR said goodbye: hang up, no queue (only \"1\").",
+        ' same => n,GotoIf($["${REGEX("^1$" ${HOTLINE_CALLBACK_REQUESTED})}" = "1"]?callback)',
+        " ; Record the conversation with the seat, or with 110 (b: only while bridged); sets MIXMONITOR_FILENAME.",
+        f" same => n,MixMonitor({recording},b)",
+        f" ; A caller in danger (the IVR played the advice): {EMERGENCY_NUMBER} through the emergency trunk. Only the",
+        f" ; literal {EMERGENCY_NUMBER} is honoured; any other HOTLINE_TRANSFER is ignored.",
+        f' same => n,GotoIf($["${{REGEX("^{EMERGENCY_NUMBER}$" ${{HOTLINE_TRANSFER}})}}" = "1"]?emergency)',
         " ; Only a configured queue is used: empty, failed IVR or unknown name -> the default queue and",
         " ; its work-order category. REGEX() yields only 0 or 1: no value the IVR set reaches an",
         " ; expression or an application argument before it passed this check.",
-        f' same => n,GotoIf($["${{REGEX("^({whitelist})$" ${{HOTLINE_QUEUE}})}}" = "1"]?queue_ok)',
+        f' same => n(route),GotoIf($["${{REGEX("^({whitelist})$" ${{HOTLINE_QUEUE}})}}" = "1"]?queue_ok)',
         f" same => n,Set(HOTLINE_QUEUE={default.name})",
         f" same => n,Set(HOTLINE_CATEGORY={default_category})",
         " ; Queue timeout: the service's value if it is a whole number of seconds, else the queue's max wait.",
@@ -334,18 +380,36 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={default_wait})",
         other_waits,
         " ; Caller priority in the queue (QUEUE_PRIO, higher is served first), only if a small number.",
-        ' same => n(timeout_ok),GotoIf($["${REGEX("^[0-9]{1,3}$" ${HOTLINE_PRIORITY})}" != "1"]?record)',
+        ' same => n(timeout_ok),GotoIf($["${REGEX("^[0-9]{1,3}$" ${HOTLINE_PRIORITY})}" != "1"]?queue)',
         " same => n,Set(QUEUE_PRIO=${HOTLINE_PRIORITY})",
-        " ; Record the conversation with the seat only (b: while bridged); sets MIXMONITOR_FILENAME.",
-        f" same => n(record),MixMonitor({recording},b)",
-        [" same => n,Set(HOTLINE_OVERFLOWS=0)"] if overflows else [],
-        " ; Queue(queuename,options,URL,announceoverride,timeout): t lets the seat transfer the caller.",
-        f" same => n{'(in_queue)' if overflows else ''},Queue(${{HOTLINE_QUEUE}},t,,,${{HOTLINE_QUEUE_TIMEOUT}})",
+        [" same => n(queue),Set(HOTLINE_OVERFLOWS=0)"] if overflows else [],
+        " ; Queue(queuename,options,URL,announceoverride,timeout): t lets the seat transfer the caller,",
+        " ; c goes on here when the seat hangs up.",
+        f" same => n{'(in_queue)' if overflows else '(queue)'},Queue(${{HOTLINE_QUEUE}},ct,,,${{HOTLINE_QUEUE_TIMEOUT}})",
         " same => n,NoOp(Hotline queue exit ${QUEUESTATUS})",
+        " ; A seat answered and hung up (CONTINUE; a caller who hangs up never gets here): the survey.",
+        _survey_step(),
         *overflow_steps,
         f" same => n{'(queue_done)' if overflows else ''},Hangup()",
         *overflow_targets,
+        " same => n(callback),NoOp(Hotline callback requested)",
+        " same => n,Hangup()",
+        f" same => n(emergency),NoOp(Hotline emergency transfer to {EMERGENCY_NUMBER})",
+        f" same => n,Dial({emergency},{emergency_ring})",
+        ' same => n,GotoIf($["${REGEX("^ANSWER$" ${DIALSTATUS})}" = "1"]?emergency_done)',
+        f" ; {EMERGENCY_NUMBER} not reached (no answer, busy, trunk down): the queue, never dead air; the",
+        " ; recording already runs.",
+        f" same => n,NoOp(Hotline {EMERGENCY_NUMBER} not reached ${{DIALSTATUS}})",
+        " same => n,Goto(route)",
+        " same => n(emergency_done),Hangup()",
         [f"exten => {did},1,Goto({INBOUND_CONTEXT},{number},1)" for did in dids],
+        "",
+        "; The satisfaction survey after a seat hung up (from here and from hotline-transfer): the service",
+        "; asks once, sets HOTLINE_SURVEY and thanks the caller; then the call ends.",
+        f"[{SURVEY_CONTEXT}]",
+        "exten => s,1,NoOp(Hotline satisfaction survey)",
+        f" same => n,AGI({survey_url})",
+        " same => n,Hangup()",
         "",
         "; Runs when the caller channel hangs up (Newexten shows the cause in the event stream).",
         f"[{HANGUP_CONTEXT}]",
@@ -370,7 +434,8 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
 
     ``[hotline-transfer]``: a BlindTransfer target, one extension per configured queue (nothing
     else is reachable), the caller re-queued with the queue's max wait and, when that runs out,
-    sent on to the queue's overflow queue as ``[hotline-inbound]`` does. ``[hotline-seats]``: an
+    sent on to the queue's overflow queue as ``[hotline-inbound]`` does; when the seat hangs up,
+    the caller goes to ``[hotline-survey]`` (rendered with ``[hotline-inbound]``). ``[hotline-seats]``: an
     Atxfer target, one extension per configured PJSIP seat. ``[hotline-callback]``: a leader
     callback (Originate of the leader seat first), recorded, then the citizen's number (digits
     only, checked) dialled through the PJSIP endpoint ``trunk``.
@@ -385,12 +450,14 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
     for i, name in enumerate(names):
         wait = _whole(f"queues[{i}].max_wait", settings.queues[i].max_wait, 1, 9999)
         if not overflows:
-            transfer.append(f"exten => {name},1,Queue(${{EXTEN}},t,,,{wait})")
+            transfer.append(f"exten => {name},1,Queue(${{EXTEN}},ct,,,{wait})")
+            transfer.append(_survey_step())
             transfer.append(" same => n,Hangup()")
             continue
         # A transferred caller starts counting overflow hops afresh; an overflow comes in at in_queue.
         transfer.append(f"exten => {name},1,Set(HOTLINE_OVERFLOWS=0)")
-        transfer.append(f" same => n(in_queue),Queue(${{EXTEN}},t,,,{wait})")
+        transfer.append(f" same => n(in_queue),Queue(${{EXTEN}},ct,,,{wait})")
+        transfer.append(_survey_step())
         if name in overflows:
             dst, dst_wait, category = overflows[name]
             transfer += [
@@ -593,7 +660,7 @@ def render_all(settings: Settings) -> str:
     """The three snippets, each under a header naming the file it belongs in."""
     node = _name("node_id", settings.node_id)
     parts = [
-        ("extensions.conf", "add the two contexts; route the 12345 DID to hotline-inbound", render_dialplan(settings)),
+        ("extensions.conf", "add the three contexts; route the 12345 DID to hotline-inbound", render_dialplan(settings)),
         ("extensions.conf", "add the leader hotline contexts", render_leader_dialplan(settings)),
         ("features.conf", "merge [featuremap]", render_features()),
         ("queues.conf", "replace or merge [general]; one section per Hotline queue", render_queues(settings)),

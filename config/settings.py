@@ -30,6 +30,9 @@ _AMI_USER = re.compile(r"^[A-Za-z0-9_.@\-]+$")
 _PROMPT = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
 _STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")  # PJSIP/8001, Custom:seat1001
+# A Dial() destination (TECH/resource, several joined by '&'), e.g. PJSIP/110@hotline-trunk: it goes
+# into the generated dialplan's Dial(), so nothing that ends the argument or the line, and no '$'.
+_DIAL_TARGET = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+(?:&[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+)*$")
 
 
 class ConfigError(Exception):
@@ -151,6 +154,19 @@ class IvrMenuSettings(BaseModel):
     # key -> queue name; no key within the timeout goes to default_queue
     routes: dict[str, str] = Field(default_factory=lambda: {"1": "hotline-general", "2": "hotline-business"})
     default_queue: str = "hotline-general"
+    # The emergency trunk: the generated dialplan dials 110 here (recorded) when the IVR sets
+    # HOTLINE_TRANSFER=110, and puts the caller in the queue if 110 does not answer within
+    # emergency_ring_seconds.
+    emergency_dial: str = "PJSIP/110@hotline-trunk"
+    emergency_ring_seconds: int = Field(30, ge=5, le=120)
+
+    @field_validator("emergency_dial")
+    @classmethod
+    def _emergency_dial(cls, v: str) -> str:
+        if len(v) > 200 or not _DIAL_TARGET.fullmatch(v):
+            raise ValueError("emergency_dial is a Dial() destination like PJSIP/110@hotline-trunk "
+                             "(letters, digits and _ - @ . + # * : / only; several joined by '&')")
+        return v
 
     @field_validator("greeting", "menu_prompt")
     @classmethod

@@ -26,6 +26,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "asterisk-22" / "pbx-config"
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed file <_io.TextIOWrapper:ResourceWarning")
 
 SECRET = "s3cr3t-Hotline-AMI-value-9f2c"
+# after Queue() with option c: a seat answered and hung up (QUEUESTATUS=CONTINUE) -> the survey
+SURVEY_STEP = 'GotoIf($["${REGEX("^CONTINUE$" ${QUEUESTATUS})}" = "1"]?hotline-survey,s,1)'
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +114,7 @@ def dialplan_steps(items: list[tuple[str, str]]) -> list[str]:
 def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, int], recordings: str):
     text = render_dialplan(settings)
     sections = parse(tmp_path, "extensions.conf", text)
-    assert set(sections) == {"hotline-inbound", "hotline-hangup"}
+    assert set(sections) == {"hotline-inbound", "hotline-survey", "hotline-hangup"}
     steps = dialplan_steps(sections["hotline-inbound"])
     assert sections["hotline-inbound"][0] == ("exten", f"12345,1,{steps[0]}")
 
@@ -120,9 +122,16 @@ def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, 
     assert steps[1] == "Answer()"
     assert steps[2] == "Set(CHANNEL(hangup_handler_push)=hotline-hangup,s,1)"
     agi_at = steps.index(f"AGI({agi_url})")
-    assert steps[3:agi_at] == ["Set(HOTLINE_QUEUE=)", "Set(HOTLINE_QUEUE_TIMEOUT=)", "Set(HOTLINE_PRIORITY=)"]
+    assert steps[3:agi_at] == ["Set(HOTLINE_QUEUE=)", "Set(HOTLINE_QUEUE_TIMEOUT=)", "Set(HOTLINE_PRIORITY=)",
+                               "Set(HOTLINE_TRANSFER=)", "Set(HOTLINE_CALLBACK_REQUESTED=)"]
 
     after = steps[agi_at + 1:]
+    # A callback request hangs up before anything is recorded; the recording covers 110 and the queue.
+    assert after[0] == 'GotoIf($["${REGEX("^1$" ${HOTLINE_CALLBACK_REQUESTED})}" = "1"]?callback)'
+    # MixMonitor with option b into the recordings directory, before 110 and the queue.
+    assert after[1] == f"MixMonitor({recordings}/${{UNIQUEID}}.wav,b)"
+    assert after[2] == 'GotoIf($["${REGEX("^110$" ${HOTLINE_TRANSFER})}" = "1"]?emergency)'
+    after = after[3:]
     # The fallback: anything but a configured queue name becomes the default queue, with its category.
     names = [q.name for q in settings.queues]
     assert after[0] == f'GotoIf($["${{REGEX("^({"|".join(names)})$" ${{HOTLINE_QUEUE}})}}" = "1"]?queue_ok)'
@@ -141,24 +150,31 @@ def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, 
         i += 1
     assert per_queue == {q: w for q, w in waits.items() if q != default_queue}
     # Priority only when it is a small number.
-    assert after[i].startswith("GotoIf(") and "HOTLINE_PRIORITY" in after[i] and after[i].endswith("?record)")
+    assert after[i].startswith("GotoIf(") and "HOTLINE_PRIORITY" in after[i] and after[i].endswith("?queue)")
     assert after[i + 1] == "Set(QUEUE_PRIO=${HOTLINE_PRIORITY})"
-    # MixMonitor with option b into the recordings directory, then Queue with the timeout 5th.
-    assert after[i + 2] == f"MixMonitor({recordings}/${{UNIQUEID}}.wav,b)"
-    queue_call = after[i + 3]
+    # Queue with the timeout 5th (after the overflow counter, if any queue overflows).
+    queue_at = next(j for j in range(i + 2, len(after)) if after[j].startswith("Queue("))
+    assert after[i + 2:queue_at] == (["Set(HOTLINE_OVERFLOWS=0)"] if any(q.overflow for q in settings.queues)
+                                     else [])
+    queue_call = after[queue_at]
     m = re.fullmatch(r"Queue\((.*)\)", queue_call)
     assert m, queue_call
     args = m.group(1).split(",")
     assert args[0] == "${HOTLINE_QUEUE}"
-    assert args[1] == "t"
+    assert args[1] == "ct"  # t: the seat may transfer; c: on to the survey when the seat hangs up
     assert args[2] == "" and args[3] == ""
     assert args[4] == "${HOTLINE_QUEUE_TIMEOUT}"
+    assert after[queue_at + 1] == "NoOp(Hotline queue exit ${QUEUESTATUS})"
+    assert after[queue_at + 2] == SURVEY_STEP
     assert after[-1] == "Hangup()"
-    # Labels used by GotoIf exist.
+    # Labels used by GotoIf exist, once each.
     raw = [v for _k, v in sections["hotline-inbound"]]
-    assert any(v.startswith("n(queue_ok),") for v in raw)
-    assert any(v.startswith("n(timeout_ok),") for v in raw)
-    assert any(v.startswith("n(record),") for v in raw)
+    for label in ("route", "queue_ok", "timeout_ok", "queue", "callback", "emergency", "emergency_done"):
+        assert sum(v.startswith(f"n({label}),") for v in raw) == 1, label
+    # The survey: the service's survey route, then the end of the call.
+    survey_url = agi_url.rsplit("/", 1)[0] + "/survey"
+    assert sections["hotline-survey"] == [("exten", "s,1,NoOp(Hotline satisfaction survey)"),
+                                          ("same", f"n,AGI({survey_url})"), ("same", "n,Hangup()")]
     # Hangup handler returns.
     assert sections["hotline-hangup"][-1] == ("same", "n,Return()")
     # Nothing caller-controlled is used anywhere.
@@ -170,6 +186,11 @@ def check_dialplan(tmp_path, settings, agi_url, default_queue, waits: dict[str, 
         for var in ("HOTLINE_QUEUE_TIMEOUT", "HOTLINE_PRIORITY"):
             if "${" + var + "}" in step and not step.startswith(("GotoIf(", "Queue(")):
                 pytest.fail(f"{var} used outside a check: {step}")
+    # The IVR's transfer and callback request are read once each, inside REGEX() (0 or 1 only).
+    for var in ("HOTLINE_TRANSFER", "HOTLINE_CALLBACK_REQUESTED"):
+        reads = [step for step in steps if "${" + var + "}" in step]
+        assert len(reads) == 1 and reads[0].startswith('GotoIf($["${REGEX("^') and \
+            reads[0].count("${" + var + "})}") == 1, reads
     return text
 
 
@@ -179,7 +200,7 @@ def test_dialplan_default_settings(tmp_path, default_settings):
         default_settings,
         agi_url="agi://127.0.0.1:4573/ivr",
         default_queue="hotline-general",
-        waits={"hotline-general": 120, "hotline-business": 120},
+        waits={q.name: q.max_wait for q in default_settings.queues},
         recordings="/var/spool/asterisk/monitor",
     )
     assert "[hotline-inbound]" in text
@@ -308,11 +329,12 @@ def test_leader_contexts_reach_only_configured_queues_and_seats(tmp_path, big_se
     sections = parse(tmp_path, "extensions.conf", render_leader_dialplan(big_settings))
     assert set(sections) == {"hotline-transfer", "hotline-seats", "hotline-callback"}
     # BlindTransfer to hotline-transfer,<queue>: one extension per configured queue, no pattern
+    survey = ("same", f"n,{SURVEY_STEP}")  # the seat hung up: the satisfaction survey
     assert sections["hotline-transfer"] == [
-        ("exten", "hl-general,1,Queue(${EXTEN},t,,,150)"), ("same", "n,Hangup()"),
-        ("exten", "hl-business,1,Queue(${EXTEN},t,,,300)"), ("same", "n,Hangup()"),
-        ("exten", "hl-dialect,1,Queue(${EXTEN},t,,,240)"), ("same", "n,Hangup()"),
-        ("exten", "hl-leader,1,Queue(${EXTEN},t,,,600)"), ("same", "n,Hangup()")]
+        ("exten", "hl-general,1,Queue(${EXTEN},ct,,,150)"), survey, ("same", "n,Hangup()"),
+        ("exten", "hl-business,1,Queue(${EXTEN},ct,,,300)"), survey, ("same", "n,Hangup()"),
+        ("exten", "hl-dialect,1,Queue(${EXTEN},ct,,,240)"), survey, ("same", "n,Hangup()"),
+        ("exten", "hl-leader,1,Queue(${EXTEN},ct,,,600)"), survey, ("same", "n,Hangup()")]
     # Atxfer to hotline-seats,<seat number>: one extension per configured PJSIP seat
     assert [v for k, v in sections["hotline-seats"] if k == "exten"] == [
         f"{n},1,Dial(PJSIP/${{EXTEN}},30)" for n in ("8001", "8002", "8003", "8900")]
@@ -389,6 +411,14 @@ def test_secret_from_file_never_printed(tmp_path, monkeypatch):
         (lambda s: setattr(s.ami, "username", "hot[line"), "ami.username"),
         (lambda s: setattr(s.ami, "port", 80), "ami.port"),
         (lambda s: setattr(s, "node_id", "pbx\n1"), "node_id"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/110@trunk,60,tT"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/110@trunk)"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/110\nexten => s,1,System(id)"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/110\r"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/110;x"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "PJSIP/${EXTEN}@trunk"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_dial", "110"), "ivr.emergency_dial"),
+        (lambda s: setattr(s.ivr, "emergency_ring_seconds", 0), "ivr.emergency_ring_seconds"),
     ],
 )
 def test_bad_value_raises_naming_it(big_settings, mutate, setting):
@@ -484,9 +514,10 @@ def test_import_missing_file_names_it(tmp_path):
 
 
 class _Channel:
-    def __init__(self, variables: dict[str, str], agi) -> None:
+    def __init__(self, variables: dict[str, str], agi, survey=None) -> None:
         self.vars = {"UNIQUEID": "1700000000.42", **variables}
-        self.agi = agi  # called with the channel when AGI() runs; may set variables or do nothing
+        self.agi = agi  # called with the channel when AGI(.../ivr) runs; may set variables or do nothing
+        self.survey = survey  # the same for AGI(.../survey)
         self.apps: list[tuple[str, str]] = []
 
     def subst(self, text: str) -> str:
@@ -521,7 +552,9 @@ class _Channel:
         if len(parts) != 3 or parts[0] != "":
             return ""  # func_strings.c: "Unexpected arguments", the function yields nothing
         subject = parts[2][1:] if parts[2][:1] in (" ", "\t") else parts[2]
-        return "1" if re.search(parts[1], subject) else "0"
+        # regcomp(REG_EXTENDED) without REG_NEWLINE: '$' is the end of the string only
+        pattern = parts[1][:-1] + r"\Z" if parts[1].endswith("$") else parts[1]
+        return "1" if re.search(pattern, subject) else "0"
 
     @staticmethod
     def expression(inner: str) -> str:
@@ -536,23 +569,29 @@ class _Channel:
 
 
 def run_inbound(text: str, channel: _Channel, statuses: list[str] | None = None, *,
-                context: str = "hotline-inbound", exten: str = "12345") -> _Channel:
-    """Run ``exten`` of ``context`` until Queue() or Hangup(). With ``statuses``, each Queue()
-    returns with the next QUEUESTATUS instead and the dialplan goes on, until Hangup()."""
-    extens: dict[str, list[tuple[str | None, str]]] = {}
-    current = None
-    for kind, value in parse_text(text)[context]:
-        if kind == "exten":
-            current, value = value.split(",", 1)
-            assert current not in extens, f"extension {current} twice"
-            extens[current] = []
-        prio, app = value.split(",", 1)
-        label = re.fullmatch(r"(?:n|\d+)(?:\((\w+)\))?", prio)
-        assert label, prio
-        extens[current].append((label.group(1), app))
-    labels = {(ext, label): n for ext, steps in extens.items() for n, (label, _app) in enumerate(steps) if label}
+                context: str = "hotline-inbound", exten: str = "12345", dials: list[str] | None = None) -> _Channel:
+    """Run ``exten`` of ``context`` until Queue(), Dial() or Hangup(). With ``statuses``, each Queue()
+    returns with the next QUEUESTATUS instead and the dialplan goes on; with ``dials`` each Dial()
+    with the next DIALSTATUS. Goto/GotoIf may go to a label, or to ``context,exten,priority`` of
+    any context in ``text``."""
+    extens: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    for ctx, items in parse_text(text).items():
+        current = None
+        for kind, value in items:
+            if kind not in ("exten", "same"):  # [general]'s static = yes, ...
+                continue
+            if kind == "exten":
+                current, value = value.split(",", 1)
+                assert (ctx, current) not in extens, f"extension {current} twice in {ctx}"
+                extens[(ctx, current)] = []
+            prio, app = value.split(",", 1)
+            label = re.fullmatch(r"(?:n|\d+)(?:\((\w+)\))?", prio)
+            assert label, prio
+            extens[(ctx, current)].append((label.group(1), app))
+    labels = {(*key, label): n for key, steps in extens.items() for n, (label, _app) in enumerate(steps) if label}
     statuses = None if statuses is None else list(statuses)
-    pc, steps = 0, extens[exten]
+    dials = None if dials is None else list(dials)
+    pc, steps = 0, extens[(context, exten)]
     for _ in range(1000):
         if pc >= len(steps):
             break
@@ -576,15 +615,24 @@ def run_inbound(text: str, channel: _Channel, statuses: list[str] | None = None,
             cond, target = data.split("?", 1) if name == "GotoIf" else ("1", data)
             assert cond in ("0", "1"), data
             if cond == "1":
-                if "," in target:
-                    exten, target = target.split(",")
-                    steps = extens[exten]
-                pc = labels[(exten, target)]
+                parts = target.split(",")
+                if len(parts) == 3:
+                    context, exten, target = parts
+                elif len(parts) == 2:
+                    exten, target = parts
+                steps = extens[(context, exten)]
+                pc = int(target) - 1 if target.isdigit() else labels[(context, exten, target)]
         elif name == "AGI":
-            channel.agi(channel)
+            script = data.rsplit("/", 1)[1]
+            assert script in ("ivr", "survey"), data
+            hook = channel.agi if script == "ivr" else channel.survey
+            if hook is not None:
+                hook(channel)
         elif name == "Queue" and statuses is not None:
             channel.vars["QUEUESTATUS"] = statuses.pop(0)
-        elif name in ("Queue", "Hangup"):
+        elif name == "Dial" and dials is not None:
+            channel.vars["DIALSTATUS"] = dials.pop(0)
+        elif name in ("Queue", "Dial", "Hangup"):
             return channel
         else:
             assert name in ("NoOp", "Answer", "MixMonitor"), name
@@ -620,11 +668,11 @@ def test_dialplan_routes_the_ivr_choice(big_settings):
     text = render_dialplan(big_settings)
     ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-business", HOTLINE_QUEUE_TIMEOUT="300",
                                                  HOTLINE_CATEGORY="business_environment")))
-    assert queue_call(ch) == ["hl-business", "t", "", "", "300"]
+    assert queue_call(ch) == ["hl-business", "ct", "", "", "300"]
     assert ch.vars["HOTLINE_CATEGORY"] == "business_environment"
     # A queue without a timeout from the service gets its own max wait.
     ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-dialect")))
-    assert queue_call(ch) == ["hl-dialect", "t", "", "", "240"]
+    assert queue_call(ch) == ["hl-dialect", "ct", "", "", "240"]
 
 
 @pytest.mark.parametrize(
@@ -638,7 +686,7 @@ def test_dialplan_routes_the_ivr_choice(big_settings):
 def test_dialplan_falls_back_to_the_default_queue(big_settings, agi):
     """Service down, unknown or crafted queue name: the default queue, its category and max wait."""
     ch = run_inbound(render_dialplan(big_settings), _Channel({}, agi))
-    assert queue_call(ch) == ["hl-general", "t", "", "", "150"]
+    assert queue_call(ch) == ["hl-general", "ct", "", "", "150"]
     assert ch.vars["HOTLINE_CATEGORY"] == "general"
 
 
@@ -646,7 +694,7 @@ def test_dialplan_ignores_variables_from_before_the_ivr(big_settings):
     """A channel transferred back into 12345 keeps its variables; the IVR's failure must not reuse them."""
     stale = {"HOTLINE_QUEUE": "hl-leader", "HOTLINE_QUEUE_TIMEOUT": "5", "HOTLINE_PRIORITY": "9"}
     ch = run_inbound(render_dialplan(big_settings), _Channel(stale, unreachable))
-    assert queue_call(ch) == ["hl-general", "t", "", "", "150"]
+    assert queue_call(ch) == ["hl-general", "ct", "", "", "150"]
     assert "QUEUE_PRIO" not in ch.vars
 
 
@@ -658,7 +706,7 @@ def test_dialplan_ignores_variables_from_before_the_ivr(big_settings):
 def test_dialplan_checks_timeout_and_priority(big_settings, timeout, priority, queue_timeout, prio):
     agi = ivr_sets(HOTLINE_QUEUE="hl-general", HOTLINE_QUEUE_TIMEOUT=timeout, HOTLINE_PRIORITY=priority)
     ch = run_inbound(render_dialplan(big_settings), _Channel({}, agi))
-    assert queue_call(ch) == ["hl-general", "t", "", "", queue_timeout]
+    assert queue_call(ch) == ["hl-general", "ct", "", "", queue_timeout]
     assert ch.vars.get("QUEUE_PRIO") == prio
 
 
@@ -725,20 +773,21 @@ def test_dialplan_overflow_parses_and_reads_only_checked_values(tmp_path, overfl
     sections = parse(tmp_path, "extensions.conf", text)
     steps = dialplan_steps(sections["hotline-inbound"])
     raw = [v for _k, v in sections["hotline-inbound"]]
-    queue_at = steps.index("Queue(${HOTLINE_QUEUE},t,,,${HOTLINE_QUEUE_TIMEOUT})")
+    queue_at = steps.index("Queue(${HOTLINE_QUEUE},ct,,,${HOTLINE_QUEUE_TIMEOUT})")
     assert steps[queue_at - 1] == "Set(HOTLINE_OVERFLOWS=0)"  # after the IVR: the service cannot preset it
     assert any(v.startswith("n(in_queue),Queue(") for v in raw)
-    tail = steps[queue_at + 1:]
-    assert tail[:3] == ["NoOp(Hotline queue exit ${QUEUESTATUS})",
-                        'GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
+    assert steps[queue_at + 1:queue_at + 3] == ["NoOp(Hotline queue exit ${QUEUESTATUS})", SURVEY_STEP]
+    tail = steps[queue_at + 3:]
+    assert tail[:2] == ['GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
                         "GotoIf($[${HOTLINE_OVERFLOWS} >= 2]?queue_done)"]  # two queues overflow: two hops
+    tail = ["(the NoOp above)", *tail]
     assert tail[3:5] == ['GotoIf($["${HOTLINE_QUEUE}" = "hl-business"]?overflow_1)',
                          'GotoIf($["${HOTLINE_QUEUE}" = "hl-dialect"]?overflow_2)']
     assert tail[5] == "Hangup()" and any(v.startswith("n(queue_done),Hangup()") for v in raw)
     assert tail[6:12] == ["NoOp(Hotline overflow hl-business to hl-general)", "Set(HOTLINE_QUEUE=hl-general)",
                           "Set(HOTLINE_QUEUE_TIMEOUT=150)", "Set(HOTLINE_CATEGORY=general)",
                           "Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])", "Goto(in_queue)"]
-    assert tail[12:] == ["NoOp(Hotline overflow hl-dialect to hl-business)", "Set(HOTLINE_QUEUE=hl-business)",
+    assert tail[12:18] == ["NoOp(Hotline overflow hl-dialect to hl-business)", "Set(HOTLINE_QUEUE=hl-business)",
                          "Set(HOTLINE_QUEUE_TIMEOUT=300)", "Set(HOTLINE_CATEGORY=business_environment)",
                          "Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])", "Goto(in_queue)"]
     # HOTLINE_QUEUE is read only in the whitelist, comparisons with a configured name, and Queue().
@@ -756,18 +805,19 @@ def test_dialplan_overflow_runs_the_chain(overflow_settings):
     agi = ivr_sets(HOTLINE_QUEUE="hl-dialect", HOTLINE_QUEUE_TIMEOUT="45", HOTLINE_CATEGORY="dialect")
     # timed out in hl-dialect (the IVR's 45 s), then hl-business, then answered in hl-general
     ch = run_inbound(text, _Channel({}, agi), ["TIMEOUT", "TIMEOUT", "CONTINUE"])
-    assert queues_run(ch) == [["hl-dialect", "t", "", "", "45"], ["hl-business", "t", "", "", "300"],
-                              ["hl-general", "t", "", "", "150"]]
+    assert queues_run(ch) == [["hl-dialect", "ct", "", "", "45"], ["hl-business", "ct", "", "", "300"],
+                              ["hl-general", "ct", "", "", "150"]]
     assert ch.apps[-1] == ("Hangup", "")
     assert (ch.vars["HOTLINE_QUEUE"], ch.vars["HOTLINE_CATEGORY"], ch.vars["HOTLINE_OVERFLOWS"]) == \
         ("hl-general", "general", "2")
-    # a caller who hung up (no QUEUESTATUS) or left any other way is not sent on
+    # a caller who hung up (no QUEUESTATUS), left any other way, or talked to a seat is not sent on
     for status in ("", "FULL", "CONTINUE"):
         ch = run_inbound(text, _Channel({}, agi), [status])
         assert len(queues_run(ch)) == 1 and ch.apps[-1] == ("Hangup", "")
+        assert (("AGI", "agi://10.20.0.9:4600/survey") in ch.apps) == (status == "CONTINUE")
     # the end of the chain: a timeout in hl-general has nowhere to go
     ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_QUEUE="hl-general")), ["TIMEOUT"])
-    assert queues_run(ch) == [["hl-general", "t", "", "", "150"]] and ch.apps[-1] == ("Hangup", "")
+    assert queues_run(ch) == [["hl-general", "ct", "", "", "150"]] and ch.apps[-1] == ("Hangup", "")
     # the IVR cannot preset the counter to skip the overflow, nor a crafted queue name reach it
     agi = ivr_sets(HOTLINE_QUEUE="hl-business", HOTLINE_OVERFLOWS="9")
     ch = run_inbound(text, _Channel({}, agi), ["TIMEOUT", "TIMEOUT"])
@@ -805,16 +855,134 @@ def test_transfer_context_overflows_too(tmp_path, overflow_settings):
     text = render_leader_dialplan(overflow_settings)
     sections = parse(tmp_path, "extensions.conf", text)
     transfer = sections["hotline-transfer"]
-    assert transfer[:3] == [("exten", "hl-general,1,Set(HOTLINE_OVERFLOWS=0)"),
-                            ("same", "n(in_queue),Queue(${EXTEN},t,,,150)"), ("same", "n,Hangup()")]
+    assert transfer[:4] == [("exten", "hl-general,1,Set(HOTLINE_OVERFLOWS=0)"),
+                            ("same", "n(in_queue),Queue(${EXTEN},ct,,,150)"), ("same", f"n,{SURVEY_STEP}"),
+                            ("same", "n,Hangup()")]
     assert not any(v.startswith("_") for _k, v in transfer)  # still one extension per queue, no pattern
     # a blind transfer into hl-dialect: its max wait, then on to hl-business and hl-general
     ch = run_inbound(text, _Channel({"HOTLINE_OVERFLOWS": "1"}, None), ["TIMEOUT", "TIMEOUT", "TIMEOUT"],
                      context="hotline-transfer", exten="hl-dialect")
-    assert queues_run(ch) == [["hl-dialect", "t", "", "", "240"], ["hl-business", "t", "", "", "300"],
-                              ["hl-general", "t", "", "", "150"]]
+    assert queues_run(ch) == [["hl-dialect", "ct", "", "", "240"], ["hl-business", "ct", "", "", "300"],
+                              ["hl-general", "ct", "", "", "150"]]
     assert (ch.vars["HOTLINE_QUEUE"], ch.vars["HOTLINE_CATEGORY"]) == ("hl-general", "general")
     assert ch.apps[-1] == ("Hangup", "")
     # answered (or hung up) in the first queue: no overflow
     ch = run_inbound(text, _Channel({}, None), [""], context="hotline-transfer", exten="hl-business")
     assert len(queues_run(ch)) == 1 and ch.apps[-1] == ("Hangup", "")
+
+
+# --------------------------------------------------------------------------- the IVR's other endings
+
+
+SURVEY_URL = "agi://10.20.0.9:4600/survey"
+
+
+def survey_sets(value: str | None):
+    """The survey's FastAGI session: sets HOTLINE_SURVEY (None: the service is down, sets nothing)."""
+    def survey(channel: _Channel) -> None:
+        if value is not None:
+            channel.vars["HOTLINE_SURVEY"] = value
+    return survey
+
+
+def app_names(channel: _Channel) -> list[str]:
+    return [name for name, _data in channel.apps]
+
+
+EMERGENCY = {"HOTLINE_IVR_CHOICE": "9-transfer_yes", "HOTLINE_TRANSFER": "110", "HOTLINE_CATEGORY": "general",
+             "HOTLINE_QUEUE_TIMEOUT": "150", "HOTLINE_PRIORITY": "0", "HOTLINE_QUEUE": "hl-general"}
+
+
+@pytest.mark.ivr
+def test_dialplan_emergency_transfer_dials_110_recorded(big_settings):
+    text = render_dialplan(big_settings)
+    ch = run_inbound(text, _Channel({}, ivr_sets(**EMERGENCY)), dials=["ANSWER"])
+    names = app_names(ch)
+    assert ("Dial", "PJSIP/110@hotline-trunk,30") in ch.apps
+    assert ("MixMonitor", "/srv/hotline/recordings/1700000000.42.wav,b") in ch.apps
+    assert names.index("MixMonitor") < names.index("Dial")
+    assert ch.apps[-1] == ("Hangup", "") and "Queue" not in names and "AGI" not in names[names.index("Dial"):]
+    # 110 not reached in time, busy, trunk down: the queue the IVR named, recorded once (queue_call)
+    for status in ("NOANSWER", "BUSY", "CONGESTION", "CHANUNAVAIL", "CANCEL", ""):
+        ch = run_inbound(text, _Channel({}, ivr_sets(**EMERGENCY)), dials=[status])
+        assert queue_call(ch) == ["hl-general", "ct", "", "", "150"]
+        assert app_names(ch).count("Dial") == 1
+    # ... and a queue name the whitelist refuses still ends in the default queue
+    ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_TRANSFER="110", HOTLINE_QUEUE="hl-x")), dials=["NOANSWER"])
+    assert queue_call(ch) == ["hl-general", "ct", "", "", "150"] and ch.vars["HOTLINE_CATEGORY"] == "general"
+    # the queue after a failed 110 dial: a seat that hangs up leads to the survey as for any call
+    ch = run_inbound(text, _Channel({}, ivr_sets(**EMERGENCY), survey_sets("satisfied")), ["CONTINUE"],
+                     dials=["NOANSWER"])
+    assert app_names(ch)[-4:] == ["GotoIf", "NoOp", "AGI", "Hangup"] and ch.vars["HOTLINE_SURVEY"] == "satisfied"
+
+
+@pytest.mark.ivr
+def test_dialplan_emergency_trunk_and_ring_time_come_from_the_settings(tmp_path, big_settings):
+    big_settings.ivr.emergency_dial = "PJSIP/0110@carrier-b&PJSIP/110@carrier-c"
+    big_settings.ivr.emergency_ring_seconds = 20
+    text = render_dialplan(big_settings)
+    parse(tmp_path, "extensions.conf", text)  # pyst2 reads it
+    ch = run_inbound(text, _Channel({}, ivr_sets(**EMERGENCY)), dials=["ANSWER"])
+    assert ("Dial", "PJSIP/0110@carrier-b&PJSIP/110@carrier-c,20") in ch.apps
+
+
+@pytest.mark.ivr
+@pytest.mark.parametrize("transfer", ["119", "120", "122", "0110", "1100", "110 ", " 110", "110\n", '110" = "110',
+                                      "110|119", "${X}", "1?emergency", ""])
+def test_dialplan_honours_only_the_literal_110(big_settings, transfer):
+    agi = ivr_sets(HOTLINE_TRANSFER=transfer, HOTLINE_QUEUE="hl-business")
+    ch = run_inbound(render_dialplan(big_settings), _Channel({"X": "110"}, agi))
+    assert "Dial" not in app_names(ch)
+    assert queue_call(ch)[0] == "hl-business"
+
+
+@pytest.mark.ivr
+def test_dialplan_callback_request_hangs_up_without_queue_or_recording(big_settings):
+    text = render_dialplan(big_settings)
+    agi = ivr_sets(HOTLINE_IVR_CHOICE="1-callback_yes", HOTLINE_CALLBACK_REQUESTED="1", HOTLINE_CATEGORY="general",
+                   HOTLINE_QUEUE_TIMEOUT="150", HOTLINE_QUEUE="hl-general")
+    ch = run_inbound(text, _Channel({}, agi))
+    assert ch.apps[-2:] == [("NoOp", "Hotline callback requested"), ("Hangup", "")]
+    assert not {"Queue", "MixMonitor", "Dial"} & set(app_names(ch))
+    # only the literal 1; anything else is a plain queue call
+    for value in ("0", "2", "11", "1 ", "yes", "", '1" = "1'):
+        ch = run_inbound(text, _Channel({}, ivr_sets(HOTLINE_CALLBACK_REQUESTED=value, HOTLINE_QUEUE="hl-business")))
+        assert queue_call(ch)[0] == "hl-business"
+
+
+@pytest.mark.ivr
+def test_dialplan_clears_a_stale_transfer_or_callback_request(big_settings):
+    """A channel sent back into 12345 keeps its variables: without the IVR they must not act."""
+    stale = {"HOTLINE_CALLBACK_REQUESTED": "1", "HOTLINE_TRANSFER": "110"}
+    ch = run_inbound(render_dialplan(big_settings), _Channel(stale, unreachable))
+    assert queue_call(ch) == ["hl-general", "ct", "", "", "150"] and "Dial" not in app_names(ch)
+
+
+@pytest.mark.ivr
+def test_dialplan_survey_only_after_a_seat_hung_up(big_settings):
+    text = render_dialplan(big_settings)
+    agi = ivr_sets(HOTLINE_QUEUE="hl-business")
+    ch = run_inbound(text, _Channel({}, agi, survey_sets("basically_satisfied")), ["CONTINUE"])
+    assert ch.apps[-3:] == [("NoOp", "Hotline satisfaction survey"), ("AGI", SURVEY_URL), ("Hangup", "")]
+    assert ch.vars["HOTLINE_SURVEY"] == "basically_satisfied"
+    # no seat ever answered (a timeout, the queue refusing the caller): no survey
+    for status in ("TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "", "CONTINUE ", "XCONTINUE"):
+        ch = run_inbound(text, _Channel({}, agi, survey_sets("satisfied")), [status])
+        assert app_names(ch).count("AGI") == 1  # the IVR's only
+        assert "HOTLINE_SURVEY" not in ch.vars and ch.apps[-1] == ("Hangup", "")
+    # the survey's service is down: the call still ends
+    ch = run_inbound(text, _Channel({}, agi, survey_sets(None)), ["CONTINUE"])
+    assert ch.apps[-2:] == [("AGI", SURVEY_URL), ("Hangup", "")] and "HOTLINE_SURVEY" not in ch.vars
+
+
+@pytest.mark.ivr
+def test_dialplan_survey_after_a_transfer_too(tmp_path, big_settings):
+    text = render_dialplan(big_settings) + render_leader_dialplan(big_settings)
+    parse(tmp_path, "extensions.conf", text)  # both snippets in one extensions.conf
+    ch = run_inbound(text, _Channel({}, None, survey_sets("dissatisfied")), ["CONTINUE"],
+                     context="hotline-transfer", exten="hl-leader")
+    assert ch.apps[0] == ("Queue", "hl-leader,ct,,,600")
+    assert ch.apps[-2:] == [("AGI", SURVEY_URL), ("Hangup", "")] and ch.vars["HOTLINE_SURVEY"] == "dissatisfied"
+    ch = run_inbound(text, _Channel({}, None, survey_sets("dissatisfied")), ["TIMEOUT"],
+                     context="hotline-transfer", exten="hl-leader")
+    assert "AGI" not in app_names(ch) and ch.apps[-1] == ("Hangup", "")
