@@ -15,16 +15,31 @@ ABANDONED = "abandoned"          # the caller hung up while waiting in a queue
 QUEUE_TIMEOUT = "queue_timeout"  # app_queue gave up (QUEUESTATUS=TIMEOUT); also a missed call
 IVR_HANGUP = "ivr_hangup"        # the caller hung up before reaching a queue
 DROPPED = "dropped"              # Asterisk restarted under the call before a seat answered it
-OUTCOMES = (ANSWERED, ABANDONED, QUEUE_TIMEOUT, IVR_HANGUP, DROPPED)
+# The IVR's own endings (neither missed calls nor IVR hang-ups):
+EMERGENCY_TRANSFER = "emergency_transfer"  # the dialplan dialled 110 for the IVR (HOTLINE_TRANSFER=110)
+#                                            and the caller never reached a queue
+CALLBACK_REQUESTED = "callback_requested"  # the caller accepted a callback (HOTLINE_CALLBACK_REQUESTED=1)
+#                                            and was hung up without a queue
+OUTCOMES = (ANSWERED, ABANDONED, QUEUE_TIMEOUT, IVR_HANGUP, DROPPED, EMERGENCY_TRANSFER, CALLBACK_REQUESTED)
+
+# The satisfaction survey after the seat hung up (ivr/survey.py sets HOTLINE_SURVEY), as stored in
+# calls.survey; a call without one (the caller hung up first, or during the survey) has None.
+SURVEY_SATISFIED = "satisfied"                      # key 1
+SURVEY_BASICALLY_SATISFIED = "basically_satisfied"  # key 2
+SURVEY_DISSATISFIED = "dissatisfied"                # key 3
+SURVEY_NO_ANSWER = "no_answer"                      # asked, no valid key after the retry
+SURVEY_VALUES = (SURVEY_SATISFIED, SURVEY_BASICALLY_SATISFIED, SURVEY_DISSATISFIED, SURVEY_NO_ANSWER)
 
 
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     """One step of a call: ``kind`` is one of call_start, ivr_entered, ivr_choice, queue_join,
-    seat_rung, seat_no_answer, answered, completed, abandoned, queue_timeout, recording_started,
-    channel_moved (a channel left for an older Linkedid on a transfer), hangup; ``detail`` holds the
-    step's own fields (queue, position, seat, key, ring_ms for a ring without answer, ring in
-    seconds for an answer, ...)."""
+    seat_rung, seat_no_answer, answered, completed, abandoned, queue_timeout, queue_overflow,
+    recording_started, channel_moved (a channel left for an older Linkedid on a transfer),
+    emergency_dial (the dialplan dialled 110), emergency_answered / emergency_failed (its DialEnd,
+    with the status), callback_requested, survey (the answer), hangup; ``detail`` holds the step's
+    own fields (queue, position, seat, key, ring_ms for a ring without answer, ring in seconds for
+    an answer, ...)."""
 
     at: float
     kind: str
@@ -67,3 +82,4 @@ class FinishedCall:
     # or the service was away; "asterisk_restart": Asterisk restarted under it. Written with what
     # was known by then.
     closed_by: str | None = None
+    survey: str | None = None           # one of SURVEY_VALUES (HOTLINE_SURVEY), None: not surveyed

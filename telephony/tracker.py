@@ -32,6 +32,17 @@ events' Timestamps). A 12345 centre's service level (answered within 15 s) is ju
 from entering the queue, and an overflow must not hide a long wait; the milliseconds of dialplan
 between two queues are not counted.
 
+The IVR's own endings (the generated dialplan acts on them right after the IVR): with
+HOTLINE_TRANSFER=110 the dialplan dials 110 from the channel the IVR ran on; that channel's
+DialBegin is the ``emergency_dial`` step and its DialEnd ``emergency_answered`` or
+``emergency_failed`` (with the DialStatus). A call that dialled 110 and never reached a queue is
+``emergency_transfer`` (answered by 110 or not: the caller was sent there and is no missed call);
+one whose 110 dial failed and that went on to the queue has the queue's outcome (the
+``queue`` of a transfer is None: the IVR's HOTLINE_QUEUE was only its fallback). With
+HOTLINE_CALLBACK_REQUESTED=1 and no queue the call is ``callback_requested``. After a seat hung up
+the dialplan runs the satisfaction survey: HOTLINE_SURVEY (one of SURVEY_VALUES, anything else is
+ignored) becomes ``survey``.
+
 Resync (after every AMI login): ``mark()`` before asking CoreShowChannels, then ``resync(channels,
 mark)``. A listed channel of an unknown Linkedid adopts its call (in progress since before the
 link came up); a known call none of whose channels is listed any more, and which had no event
@@ -53,9 +64,12 @@ from telephony.resync import LiveChannel
 from telephony.model import (
     ABANDONED,
     ANSWERED,
+    CALLBACK_REQUESTED,
     DROPPED,
+    EMERGENCY_TRANSFER,
     IVR_HANGUP,
     QUEUE_TIMEOUT,
+    SURVEY_VALUES,
     FinishedCall,
     RecordingRef,
     TimelineEntry,
@@ -68,6 +82,7 @@ _IGNORED = {"CEL", "Cdr"}     # duplicates of channel events; the tracker reads 
 # QUEUESTATUS values where app_queue, not the caller, ended the wait (set_queue_result in app_queue.c)
 _TIMEOUT_STATUSES = {"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
 _NOT_ROUTING = {"HOTLINE_CALLBACK"}  # HOTLINE_* variables that do not mean "this call came in"
+EMERGENCY_NUMBER = "110"  # the only HOTLINE_TRANSFER the generated dialplan dials (config/asterisk.py)
 
 
 @dataclass
@@ -104,6 +119,10 @@ class _Call:
     last_seq: int = 0                    # tracker sequence number of that event
     closed_by: str | None = None
     partial: bool = False                # not followed from its first channel (adopted, or joined late)
+    transfer_uniqueid: str | None = None  # the channel the IVR set HOTLINE_TRANSFER=110 on
+    emergency_at: float | None = None    # its DialBegin: the dialplan dialled 110
+    emergency_dest: str | None = None    # the 110 channel's Uniqueid (DestUniqueid)
+    emergency_status: str | None = None  # the DialStatus of that dial
 
     def note(self, at: float, kind: str, **detail: object) -> None:
         if len(self.timeline) < MAX_TIMELINE:
@@ -164,7 +183,7 @@ class CallTracker:
             self._dirty.add(linkedid)
         if not call.inbound and event.frame.get("Context") in self.inbound_contexts:
             call.inbound = True
-        handler = _HANDLERS.get(type(event))
+        handler = _HANDLERS.get(type(event)) or _BY_NAME.get(event.name)
         if handler is not None:
             handler(call, event)
         if event.name == "AGIExecStart" and not call.ivr_seen:
@@ -330,13 +349,18 @@ class CallTracker:
 
     def _finish(self, call: _Call) -> FinishedCall:
         status = call.variables.get("QUEUESTATUS", "")
+        queued = call.joined or call.abandoned
         if call.answered_at is not None:
             outcome = ANSWERED
+        elif not queued and call.emergency_at is not None:
+            outcome = EMERGENCY_TRANSFER
+        elif not queued and call.variables.get("HOTLINE_CALLBACK_REQUESTED") == "1":
+            outcome = CALLBACK_REQUESTED
         elif call.closed_by == "asterisk_restart":  # the PBX lost the caller, who did not give up
             outcome = DROPPED
         elif status in _TIMEOUT_STATUSES:
             outcome = QUEUE_TIMEOUT
-        elif call.joined or call.abandoned:
+        elif queued:
             outcome = ABANDONED
         else:
             outcome = IVR_HANGUP
@@ -357,7 +381,9 @@ class CallTracker:
             ended_at=ended,
             outcome=outcome,
             ivr_choice=hotline_vars.get("HOTLINE_IVR_CHOICE"),
-            queue=call.queue or hotline_vars.get("HOTLINE_QUEUE") or None,
+            # the queue it waited in; else the IVR's choice (a callback's queue), but not the fallback
+            # queue of a transfer to 110 that was never offered to it
+            queue=call.queue or (None if outcome == EMERGENCY_TRANSFER else hotline_vars.get("HOTLINE_QUEUE")) or None,
             category=hotline_vars.get("HOTLINE_CATEGORY"),
             queue_position=call.queue_position,
             seat=call.seat,
@@ -370,7 +396,13 @@ class CallTracker:
             timeline=tuple(timeline),
             variables=hotline_vars,
             closed_by=call.closed_by,
+            survey=_survey(hotline_vars.get("HOTLINE_SURVEY")),
         )
+
+
+def _survey(value: str | None) -> str | None:
+    """HOTLINE_SURVEY if it is one of the survey's answers; anything else is no survey."""
+    return value if value in SURVEY_VALUES else None
 
 
 def _call_from_json(text: str) -> _Call:
@@ -428,6 +460,12 @@ def _varset(call: _Call, e: ev.VarSet) -> None:
             call.inbound = True
         if name == "HOTLINE_IVR_CHOICE":
             call.note(e.timestamp, "ivr_choice", key=e.value)
+        elif name == "HOTLINE_TRANSFER":
+            call.transfer_uniqueid = e.uniqueid if e.value == EMERGENCY_NUMBER else None
+        elif name == "HOTLINE_CALLBACK_REQUESTED" and e.value == "1":
+            call.note(e.timestamp, "callback_requested")
+        elif name == "HOTLINE_SURVEY" and e.value in SURVEY_VALUES:
+            call.note(e.timestamp, "survey", answer=e.value)
     elif name == "MIXMONITOR_FILENAME" and e.uniqueid:
         call.mixmonitor_files[e.uniqueid] = e.value
 
@@ -523,6 +561,28 @@ def _complete(call: _Call, e: ev.AgentComplete) -> None:
     call.note(e.timestamp, "completed", seat=e.member_name, talk=e.talk_time, reason=e.reason)
 
 
+def _dial_begin(call: _Call, e: ev.AmiEvent) -> None:
+    """The dialplan's Dial() of 110: from the channel the IVR asked for it, before any queue."""
+    if (call.emergency_at is None and call.transfer_uniqueid and e.uniqueid == call.transfer_uniqueid
+            and not call.joined and call.answered_at is None):
+        call.emergency_at = e.timestamp
+        call.emergency_dest = e.frame.get("DestUniqueid") or None
+        call.note(e.timestamp, "emergency_dial", dial=e.frame.get("DialString") or "",
+                  channel=e.frame.get("DestChannel") or "")
+
+
+def _dial_end(call: _Call, e: ev.AmiEvent) -> None:
+    status = e.frame.get("DialStatus") or ""
+    if call.emergency_at is None or call.emergency_status is not None or not status:
+        return
+    if e.uniqueid != call.transfer_uniqueid:
+        return
+    if call.emergency_dest and e.frame.get("DestUniqueid") != call.emergency_dest:
+        return
+    call.emergency_status = status
+    call.note(e.timestamp, "emergency_answered" if status == "ANSWER" else "emergency_failed", status=status)
+
+
 def _hangup(call: _Call, e: ev.Hangup) -> None:
     uid = e.uniqueid
     if not uid:
@@ -546,4 +606,9 @@ _HANDLERS = {
     ev.AgentConnect: _connect,
     ev.AgentComplete: _complete,
     ev.Hangup: _hangup,
+}
+# events without a class of their own (telephony.events makes them plain AmiEvents), by name
+_BY_NAME = {
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
 }

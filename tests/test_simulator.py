@@ -304,10 +304,13 @@ class AgiServer:
 async def make_sim(tmp_path):
     sims: list[PbxSimulator] = []
 
-    async def make(agi_port: int, queues: dict | None = None, speed: float = SPEED) -> PbxSimulator:
+    async def make(agi_port: int, queues: dict | None = None, speed: float = SPEED, survey: bool = False,
+                   **kw) -> PbxSimulator:
+        """A simulator; by default running the captures' dialplan (Queue() without option c, no
+        survey), as these tests compare with the captures; ``survey=True``: the generated one's."""
         sim = PbxSimulator(username="hotline", secret="s3cret", agi_host="127.0.0.1", agi_port=agi_port,
                            recordings_dir=tmp_path / "recordings", queues=queues or QUEUES,
-                           fallback_queue="hotline-general", speed=speed)
+                           fallback_queue="hotline-general", speed=speed, survey=survey, **kw)
         await sim.start()
         sims.append(sim)
         return sim
@@ -954,3 +957,38 @@ def test_overflow_to_an_unknown_queue_is_refused():
     with pytest.raises(ValueError, match="max_wait"):
         PbxSimulator(username="hotline", secret="s3cret", recordings_dir="/tmp",
                      queues={"a": {"strategy": "ringall", "max_wait": "60"}})
+
+
+@pytest.mark.ivr
+async def test_generated_dialplan_paths_keep_the_captures_event_shapes(make_sim, make_agi, make_client):
+    """The paths of the generated dialplan the captures do not cover (the Dial() of 110, the survey
+    after the seat hung up) emit only event shapes the captures show: for every event name a
+    capture has, the same header names in the same order; the survey's FastAGI session sends the
+    headers of answered.agi, with its own script."""
+    agi = await make_agi([])
+    agi.per_session = [
+        ["SET VARIABLE HOTLINE_TRANSFER 110", "SET VARIABLE HOTLINE_QUEUE hotline-general"],  # 1st call's IVR
+        ["SET VARIABLE HOTLINE_QUEUE hotline-general"],                                        # 2nd call's IVR
+        ["GET DATA hotline/survey 5000 1", "SET VARIABLE HOTLINE_SURVEY satisfied"],           # its survey
+    ]
+    sim = await make_sim(agi.port, survey=True)
+    client = await make_client(sim.ami_port)
+    await client.action("QueueAdd", {"Queue": "hotline-general", "Interface": "Local/1001@agents/n",
+                                     "MemberName": "Seat 1001", "StateInterface": "Custom:seat1001"})
+    sim.set_seat_behaviour("110", SeatBehaviour(answer_after=1.0, talk=2.0))
+    police, ours_110 = await run_call(sim, client, ScriptedCaller(number="13800138000"))
+    surveyed, ours_survey = await run_call(sim, client, ScriptedCaller(number="13800138001", survey="1"))
+    assert (police.outcome, police.emergency) == ("emergency_transfer", "ANSWER")
+    assert (surveyed.outcome, surveyed.survey) == ("answered", "satisfied")
+    assert {"DialBegin", "DialEnd", "BridgeEnter", "BridgeLeave"} <= {f.event for f in ours_110}
+    theirs = [f for name in ("answered.ami", "abandon.ami", "originate_callback.ami") for f in capture_frames(name)
+              if f.event]
+    assert_same_fields(ours_110, theirs)
+    assert_same_fields(ours_survey, theirs)
+    # the survey session: answered.agi's header names, its own script and place in the dialplan
+    ivr, survey = agi.sessions[1], agi.sessions[2]
+    assert [h.split(":")[0] for h in survey["headers"]] == [h.split(":")[0] for h in ivr["headers"]]
+    headers = dict(h.split(": ", 1) for h in survey["headers"] if ": " in h)
+    assert (headers["agi_network_script"], headers["agi_context"], headers["agi_extension"]) == (
+        "survey", "hotline-survey", "s")
+    assert survey["replies"] == [["200 result=1"], ["200 result=1"]]

@@ -17,6 +17,24 @@ HOTLINE_QUEUE_TIMEOUT, HOTLINE_CATEGORY, HOTLINE_OVERFLOWS) and a new Queue() on
 its own max wait; at most one hop per queue that has an overflow (the dialplan's bound), counted
 afresh after a transfer. The recording and the call go on; only the queue changes.
 
+The IVR's other endings (the generated dialplan, config/asterisk.py): HOTLINE_CALLBACK_REQUESTED=1
+ends the call after the IVR (GotoIf to ``callback``, NoOp, Hangup; outcome ``callback_requested``).
+MixMonitor runs before the emergency check, so a 110 call is recorded too. HOTLINE_TRANSFER=110
+runs ``Dial(<emergency_dial>,<ring>)`` from the ``;2``: a new channel of the call (Newchannel,
+DialBegin, Ringing), which answers and talks as the SeatBehaviour of "110" says, in a basic bridge
+with the caller (DialEnd ANSWER ... BridgeLeave, Hangup, DIALSTATUS=ANSWER, Hangup of the caller:
+outcome ``emergency_transfer``), or does not answer within the ring time (DialEnd NOANSWER) or
+cannot be reached (``refuse_emergency``: no channel, DIALSTATUS=CHANUNAVAIL): then ``Goto(route)``
+and the caller goes on to the queue as if the IVR had only named one. A caller who hangs up while
+110 rings (DialEnd CANCEL) is an ``emergency_transfer`` too.
+
+Survey (with the generated dialplan's option c, ``SimConfig.survey``): Queue() that ends after a
+seat answered sets QUEUESTATUS=CONTINUE; if the caller is still there (the seat hung up) the
+dialplan goes on to ``hotline-survey,s,1``: NoOp, ``AGI(agi://.../survey)`` (a FastAGI session
+like the IVR's, ``agi_network_script: survey``, the caller pressing ``ScriptedCaller.survey``,
+one key per prompt that listens), Hangup. A caller whose ``survey`` is None hangs up as soon as
+the seat has (before the AGI). After a transfer into ``hotline-transfer`` the same happens.
+
 Transfers (transfer.py): a blind transfer (BlindTransfer of the seat's channel) or a Redirect of
 the caller's channel ends Queue() with the caller sent to ``hotline-transfer,<queue>,1``, which
 runs ``Queue(<queue>,t,,,<max wait>)`` again (then ``NoOp``/``Hangup`` as after the first queue);
@@ -30,12 +48,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from telephony.simulator import cel
+from telephony.simulator import bridges, cel
 from telephony.simulator import chanevents as ev
 from telephony.simulator.agi_client import AgiDialogue
 from telephony.simulator.bus import CALL
 from telephony.simulator.caller import Keypad, ScriptedCaller, SimCallResult
-from telephony.simulator.channels import UP, Channel
+from telephony.simulator.channels import RINGING, UP, Channel
 from telephony.simulator.queue import DEVICE_STATES
 from telephony.simulator.queue_app import QueueApp
 from telephony.simulator.seat_legs import DialAttempt
@@ -48,7 +66,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("hotline.simulator.calls")
 
 INBOUND_CONTEXT, INBOUND_EXTEN = "hotline-inbound", "12345"
+SURVEY_CONTEXT = "hotline-survey"   # config/asterisk.py SURVEY_CONTEXT
+EMERGENCY_NUMBER = "110"            # the one HOTLINE_TRANSFER the dialplan honours
 MAX_TRANSFERS = 20  # queue hops of one call (a transfer loop cannot run for ever)
+MAX_TALK = 4 * 3600.0
 
 
 class InboundCall:
@@ -82,6 +103,7 @@ class InboundCall:
         self.hung: set[Channel] = set()       # channels the Hangup action hit
         self.seats: list[str] = []            # every party that talked with the caller
         self.transfers: list[str] = []        # transfers that took effect
+        self.emergency: str | None = None     # DIALSTATUS of the Dial() of 110, if the dialplan ran it
 
     # the citizen
 
@@ -195,7 +217,8 @@ class InboundCall:
             self.keys.cancel()
             self.on_done(SimCallResult(self.linkedid, self.caller.number, self.outcome, self.seat_name,
                                        self.recording, self.queue, self.connected, tuple(self.seats),
-                                       tuple(self.transfers)))
+                                       tuple(self.transfers), self.emergency,
+                                       self.c2.variables.get("HOTLINE_SURVEY") or None))
 
     async def _script(self) -> None:
         self._ring_in()
@@ -212,20 +235,31 @@ class InboundCall:
             self.outcome = "ivr_hangup"
             await self._end()
             return
+        if c2.variables.get("HOTLINE_CALLBACK_REQUESTED") == "1":  # the dialplan's REGEX("^1$")
+            ev.newexten(self.bus, c2, "GotoIf", "1?callback", priority=5)
+            ev.newexten(self.bus, c2, "NoOp", "Hotline callback requested", priority=c2.priority + 1)
+            ev.newexten(self.bus, c2, "Hangup", "", priority=c2.priority + 1)
+            self.outcome = "callback_requested"
+            await self._end()
+            return
         ev.newexten(self.bus, c2, "GotoIf", "0?done", priority=5)
-        queue = self._route()
-        route = self.core.routes.get(queue)
-        if not c2.variables.get("HOTLINE_QUEUE_TIMEOUT") and route is not None and route.max_wait:
-            self._set("HOTLINE_QUEUE_TIMEOUT", str(route.max_wait))  # the dialplan: the queue's max wait
-        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
         await self._mixmonitor()
         if self.dead.is_set():
             self.outcome = "ivr_hangup"
             await self._end()
             return
+        if c2.variables.get("HOTLINE_TRANSFER") == EMERGENCY_NUMBER and await self._emergency():
+            self.outcome = "emergency_transfer"
+            await self._end()
+            return
+        queue = self._route()
+        route = self.core.routes.get(queue)
+        if not c2.variables.get("HOTLINE_QUEUE_TIMEOUT") and route is not None and route.max_wait:
+            self._set("HOTLINE_QUEUE_TIMEOUT", str(route.max_wait))  # the dialplan: the queue's max wait
+        max_wait = c2.variables.get("HOTLINE_QUEUE_TIMEOUT") or "60"
         if self.core.overflow_bound:
             self._set("HOTLINE_OVERFLOWS", "0")
-        ev.newexten(self.bus, c2, "Queue", f"{queue},t,,,{max_wait}", priority=7)
+        ev.newexten(self.bus, c2, "Queue", f"{queue},{self._queue_options},,,{max_wait}", priority=7)
         self.queue = queue
         app: QueueApp | None = QueueApp(self, queue)
         self.outcome = await app.run()
@@ -251,7 +285,122 @@ class InboundCall:
         if self.outcome == "no_queue":
             self.queue = None
         self.seat_name = seat_name
+        if self.outcome == "answered" and self.core.config.survey and not self.dead.is_set():
+            await self._survey()
         await self._end()
+
+    @property
+    def _queue_options(self) -> str:
+        """Queue()'s options: t, and c when the dialplan goes on to the survey."""
+        return "ct" if self.core.config.survey else "t"
+
+    async def _survey(self) -> None:
+        """Queue() returned with QUEUESTATUS=CONTINUE and the caller still there: the seat hung up.
+        The dialplan's GotoIf to hotline-survey,s,1: NoOp, AGI(.../survey), Hangup."""
+        c2 = self.c2
+        if c2.context == INBOUND_CONTEXT:
+            ev.newexten(self.bus, c2, "NoOp", f"Hotline queue exit {c2.variables.get('QUEUESTATUS', '')}",
+                        priority=c2.priority + 1)
+        ev.newexten(self.bus, c2, "GotoIf", f"1?{SURVEY_CONTEXT},s,1", priority=c2.priority + 1)
+        if self.caller.survey is None:  # puts the phone down with the seat, before the survey
+            self.citizen_hangs_up()
+            return
+        ev.newexten(self.bus, c2, "NoOp", "Hotline satisfaction survey", context=SURVEY_CONTEXT, exten="s",
+                    priority=1)
+        self.keys.cancel()
+        self.keys = Keypad(self.caller.survey, self.caller.dtmf_delay, self.core.clock.real, self._key_pressed,
+                           self.wake, one_per_command=True)
+        agi = AgiDialogue(self, "survey")
+        ev.newexten(self.bus, c2, "AGI", agi.url, priority=2)
+        status = await agi.run()
+        self.flush_citizen_hangup()
+        ev.varset(self.bus, c2, "AGISTATUS", status)
+        if not self.dead.is_set():
+            ev.newexten(self.bus, c2, "Hangup", "", priority=3)
+
+    async def _emergency(self) -> bool:
+        """HOTLINE_TRANSFER=110: the dialplan's Dial() of the emergency trunk. True when the call is
+        over (110 answered, or the caller hung up meanwhile); False when 110 was not reached and
+        the dialplan goes on to the queue (Goto(route))."""
+        core, bus, c2 = self.core, self.bus, self.c2
+        cfg = core.config
+        ev.newexten(bus, c2, "GotoIf", "1?emergency", priority=c2.priority + 1)
+        ev.newexten(bus, c2, "NoOp", f"Hotline emergency transfer to {EMERGENCY_NUMBER}", priority=c2.priority + 1)
+        ev.newexten(bus, c2, "Dial", f"{cfg.emergency_dial},{cfg.emergency_ring:g}", priority=c2.priority + 1)
+        tech, _, resource = cfg.emergency_dial.partition("/")
+        number, _, endpoint = resource.partition("@")
+        if core.emergency_refused:  # the trunk is down: no channel, Dial() gives up at once
+            status = "CHANUNAVAIL"
+        else:
+            status = await self._dial_emergency(f"{tech}/{endpoint or number.split('/')[0]}", number, resource)
+        self.emergency = status
+        ev.varset(bus, c2, "DIALSTATUS", status)
+        if self.dead.is_set():
+            return True
+        answered = status == "ANSWER"
+        ev.newexten(bus, c2, "GotoIf", f"{int(answered)}?emergency_done", priority=c2.priority + 1)
+        if answered:
+            ev.newexten(bus, c2, "Hangup", "", priority=c2.priority + 1)
+            return True
+        ev.newexten(bus, c2, "NoOp", f"Hotline {EMERGENCY_NUMBER} not reached {status}", priority=c2.priority + 1)
+        ev.newexten(bus, c2, "Goto", "route", priority=c2.priority + 1)
+        return False
+
+    async def _dial_emergency(self, device: str, number: str, dialstring: str) -> str:
+        """The 110 channel rings, then answers and talks (its SeatBehaviour) or does not: the status."""
+        core, bus, c2, clock = self.core, self.bus, self.c2, self.core.clock
+        ring = core.config.emergency_ring
+        callee = core.channels.device(device, c2.linkedid, "default", number)
+        callee.owner = self
+        core.channels.processed += 1
+        callee.cid_num, callee.cid_name = c2.cid_num, c2.cid_name
+        callee.conn_num, callee.conn_name = c2.cid_num, c2.cid_name
+        dial = DialAttempt(callee, clock.now())
+        self.dials.append(dial)
+        ev.newchannel(bus, callee)
+        ev.dial_begin(bus, c2, callee, dialstring)
+        ev.newstate(bus, callee, RINGING)
+        behaviour = core.behaviour(number)
+        answers = behaviour.answers and behaviour.answer_after <= ring
+        due = clock.now() + (behaviour.answer_after if answers else ring)
+        for _ in range(100_000):  # ringing: until the answer, the ring time, or a hang-up either side
+            if self.gone.is_set() or callee in self.hung or clock.now() >= due:
+                break
+            self.wake.clear()
+            await clock.wait(self.wake, due - clock.now())
+        gone = self.gone.is_set()
+        if gone or not answers or callee in self.hung:
+            status = "CANCEL" if gone else "NOANSWER"
+            dial.end = clock.now()
+            ev.dial_end(bus, c2, callee, status)
+            self.flush_citizen_hangup()
+            ev.hangup(bus, core.channels, callee, 16 if gone else 19)
+            return status
+        dial.answered = True
+        ev.newstate(bus, callee, UP)
+        ev.newconnectedline(bus, c2, number, "")
+        ev.dial_end(bus, c2, callee, "ANSWER")
+        bridge = bridges.create(bus)
+        bridges.enter(bus, bridge, c2)
+        bridges.enter(bus, bridge, callee)
+        ev.varset(bus, c2, "BRIDGEPEER", callee.name)
+        ev.varset(bus, callee, "BRIDGEPEER", c2.name)
+        until = clock.now() + min(max(behaviour.talk, 0.0), MAX_TALK)
+        for _ in range(100_000):  # the 110 call: until either side hangs up
+            if self.gone.is_set() or callee in self.hung or clock.now() >= until:
+                break
+            self.wake.clear()
+            await clock.wait(self.wake, until - clock.now())
+        by_caller = self.gone.is_set()
+        if by_caller:
+            self.flush_citizen_hangup()
+        first, second = (c2, callee) if by_caller else (callee, c2)
+        ev.varset(bus, c2, "BRIDGEPEER", "")
+        bridges.leave(bus, bridge, first)
+        bridges.leave(bus, bridge, second)
+        bridges.destroy(bus, bridge)
+        ev.hangup(bus, core.channels, callee)
+        return "ANSWER"
 
     async def _transferred(self) -> QueueApp | None:
         """The caller left Queue() for ``context,exten,1`` (a blind transfer or Redirect). In the
@@ -273,8 +422,8 @@ class InboundCall:
                         priority=1)
             ev.varset(self.bus, c2, "HOTLINE_OVERFLOWS", "0")
             priority = 2
-        ev.newexten(self.bus, c2, "Queue", f"{request.exten},t,,,{max_wait}", context=request.context,
-                    exten=request.exten, priority=priority)
+        ev.newexten(self.bus, c2, "Queue", f"{request.exten},{self._queue_options},,,{max_wait}",
+                    context=request.context, exten=request.exten, priority=priority)
         self.queue = request.exten
         return QueueApp(self, request.exten, float(max_wait) if wait else None)
 
@@ -306,10 +455,11 @@ class InboundCall:
         self._set("HOTLINE_OVERFLOWS", str(hop))
         ev.newexten(self.bus, c2, "Goto", f"{target},in_queue" if in_transfer else "in_queue",
                     priority=c2.priority + 1)
+        options = self._queue_options
         if in_transfer:
-            ev.newexten(self.bus, c2, "Queue", f"{target},t,,,{wait}", exten=target, priority=2)
+            ev.newexten(self.bus, c2, "Queue", f"{target},{options},,,{wait}", exten=target, priority=2)
         else:
-            ev.newexten(self.bus, c2, "Queue", f"{target},t,,,{wait}", priority=7)
+            ev.newexten(self.bus, c2, "Queue", f"{target},{options},,,{wait}", priority=7)
         self.queue = target
         return QueueApp(self, target, float(wait))
 

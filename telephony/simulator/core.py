@@ -45,6 +45,12 @@ class SimConfig:
     queues: Mapping[str, Mapping[str, object]]
     fallback_queue: str
     fallback_category: str | None = None
+    # the generated dialplan's Dial() of 110 (ivr.emergency_dial, ivr.emergency_ring_seconds)
+    emergency_dial: str = "PJSIP/110@hotline-trunk"
+    emergency_ring: float = 30.0
+    # the generated dialplan's Queue() option c and [hotline-survey]; False: the captures' dialplan
+    # (the caller is hung up with the seat)
+    survey: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class PbxCore:
         self.started = clock.now()
         self.started_wall = time.time()
         self.agi_refused = False  # fault knob: FastAGI connections fail (PbxSimulator.refuse_agi)
+        self.emergency_refused = False  # fault knob: the emergency trunk is down (PbxSimulator.refuse_emergency)
         self.published: dict[str, int] = {}  # cached device states of app_queue (Queue:...) last published
         self.on_originate: Callable[[SimOriginateResult], None] | None = None  # each Originate's record
 

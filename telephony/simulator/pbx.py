@@ -17,12 +17,23 @@ queue, as the generated dialplan routes it. A queue definition may carry the dia
 goes on to the overflow queue as the generated dialplan sends it (``queue_definitions`` builds
 the definitions from the settings). Slow seats: ``set_seat_behaviour`` with
 ``SeatBehaviour(answer_after=...)``.
+
+The IVR's other endings, as the generated dialplan carries them out: HOTLINE_CALLBACK_REQUESTED=1
+hangs the caller up; HOTLINE_TRANSFER=110 dials ``emergency_dial`` (a new channel of the call,
+``PJSIP/hotline-trunk-<n>``), which answers, talks and hangs up as the SeatBehaviour of "110"
+says (``set_seat_behaviour("110", SeatBehaviour(answers=False))``: no answer within
+``emergency_ring`` s); ``refuse_emergency(True)`` is a trunk that is down (CHANUNAVAIL at once).
+If 110 is not reached the caller goes on to the queue. With ``survey`` (the default) Queue() runs
+with option ``c``: a caller whose seat hung up goes to the satisfaction survey over FastAGI
+(``agi_network_script`` ``survey``) with the keys of ``ScriptedCaller.survey``; ``survey=False``
+runs the captures' dialplan instead (the caller is hung up with the seat).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,6 +45,8 @@ from telephony.simulator.core import PbxCore, SeatBehaviour, SimConfig, queue_ro
 from telephony.simulator.queue import CallQueue
 
 log = logging.getLogger("hotline.simulator")
+
+_DIAL_TARGET = re.compile(r"[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+")
 
 MAX_CALLS = 1000  # calls and originates running at once
 MAX_RECORDS = 100_000  # Originate records kept
@@ -51,15 +64,21 @@ class PbxSimulator:
     def __init__(self, *, username: str, secret: str, agi_host: str = "127.0.0.1", agi_port: int = 4573,
                  recordings_dir: Path | str, queues: Mapping[str, Mapping[str, object]],
                  fallback_queue: str = "hotline-general", speed: float = 1.0,
-                 ami_host: str = "127.0.0.1", ami_port: int = 0, fallback_category: str | None = None) -> None:
+                 ami_host: str = "127.0.0.1", ami_port: int = 0, fallback_category: str | None = None,
+                 emergency_dial: str = "PJSIP/110@hotline-trunk", emergency_ring: float = 30.0,
+                 survey: bool = True) -> None:
         if not speed > 0:
             raise ValueError("speed must be > 0")
+        if not _DIAL_TARGET.fullmatch(emergency_dial) or "&" in emergency_dial:
+            raise ValueError("emergency_dial must be one Dial() destination like PJSIP/110@hotline-trunk")
+        if not 0 < emergency_ring <= 3600:
+            raise ValueError("emergency_ring must be > 0 and at most 3600 s")
         for name, conf in queues.items():
             CallQueue(name, conf)  # fail early on a bad queue definition
         queue_routes(queues)
         self.config = SimConfig(username, secret, agi_host, int(agi_port), Path(recordings_dir),
                                 {name: dict(conf) for name, conf in queues.items()}, fallback_queue,
-                                fallback_category)
+                                fallback_category, emergency_dial, float(emergency_ring), bool(survey))
         self.speed = float(speed)
         self.ami_host = ami_host
         self._port = int(ami_port)
@@ -71,6 +90,7 @@ class PbxSimulator:
         self._tasks: set[asyncio.Task] = set()
         self._sim_time: float | None = None
         self._agi_refused = False
+        self._emergency_refused = False
         self._calls: set[InboundCall] = set()
 
     @property
@@ -88,6 +108,7 @@ class PbxSimulator:
         clock = SimClock(self.speed, None if self._sim_time is None else self._sim_time + 1.0)
         self.core = PbxCore(clock, self.config, self.seats)
         self.core.agi_refused = self._agi_refused
+        self.core.emergency_refused = self._emergency_refused
         self.core.on_originate = self._record_originate
         server = AmiServer(self.core, self._tasks, self.ami_host, self._port)
         self._port = await server.start()
@@ -137,6 +158,14 @@ class PbxSimulator:
         self._agi_refused = bool(refused)
         if self.core is not None:
             self.core.agi_refused = self._agi_refused
+        self.core.emergency_refused = self._emergency_refused
+
+    def refuse_emergency(self, refused: bool = True) -> None:
+        """Fault knob: the emergency trunk is down (True: the Dial() of 110 fails at once with
+        CHANUNAVAIL) or back (False), for dials from now on."""
+        self._emergency_refused = bool(refused)
+        if self.core is not None:
+            self.core.emergency_refused = self._emergency_refused
 
     async def restart(self) -> None:
         """Fault knob: an Asterisk crash and restart (see the module docstring)."""

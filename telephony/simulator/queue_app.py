@@ -9,7 +9,8 @@ each is dialled (its channel(s), AgentCalled, DialBegin) and rung for the queue'
 channels hang up, then ``retry`` seconds before the next try. Answer: DialEnd ANSWER, MOH stop,
 QueueCallerLeave, AgentConnect (HoldTime and RingTime in s), a basic bridge with both channels;
 then whoever hangs up first (the seat after its talk time, or the citizen) ends it with
-AgentComplete (TalkTime, Reason agent|caller), BridgeLeave x2 and BridgeDestroy. While they
+AgentComplete (TalkTime, Reason agent|caller), BridgeLeave x2 and BridgeDestroy (and, with the
+generated dialplan's option c, QUEUESTATUS=CONTINUE). While they
 talk, an AMI transfer (transfer.py) may end it instead: Queue() then returns "transferred"
 (blind transfer, Redirect) or the caller stays in this bridge with the new party (attended).
 """
@@ -244,6 +245,7 @@ class QueueApp:
             transfer.leave_for_dialplan(self, leg, bridge, hold, _secs(self.clock.now() - started), end)
             return "transferred"
         if end == "completed":
+            self._continue()
             return "answered"
         # a seat that hangs up on schedule talked exactly its scripted time: the event loop's own
         # latency (multiplied by the speed factor) must not turn 6 s of talk into 7
@@ -254,7 +256,14 @@ class QueueApp:
         else:
             self._seat_ends(leg, bridge, hold, talk)
         self._vars(c2, q.variables())
+        self._continue()
         return "answered"
+
+    def _continue(self) -> None:
+        """Queue() option c (the generated dialplan): app_queue ends a call a member answered with
+        QUEUESTATUS=CONTINUE, whoever hung up; only a caller still there goes on in the dialplan."""
+        if self.core.config.survey:
+            ev.varset(self.bus, self.call.c2, "QUEUESTATUS", "CONTINUE")
 
     async def _talk(self, deadline: float) -> str:
         """Wait out the talk: "caller" (the citizen hung up), "seat" (the Hangup action hit the
