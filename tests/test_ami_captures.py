@@ -422,3 +422,24 @@ def test_a_call_that_never_ran_the_hotline_flow_is_not_reported():
               ami("Hangup", 9.0, seat, Cause=16)]
     calls, tracker, _ = run(events)
     assert calls == [] and len(tracker) == 0 and tracker.not_hotline == 1
+
+
+@pytest.mark.ivr
+def test_capture_calls_have_no_survey_and_queue_dials_are_no_110_transfer():
+    """The captures' calls ran no survey. In answered.ami the caller's channel dials the seat from
+    Queue() (DialBegin/DialEnd with the caller's Uniqueid): even had the IVR asked for 110 there, a
+    Dial() after joining a queue is a seat, not the emergency transfer."""
+    for name in ("answered.ami", "abandon.ami", "agi_errors.ami", "ivr_hangup.ami"):
+        calls, _ = finished_calls(capture(name))
+        assert calls and all(c.survey is None for c in calls), name
+        assert all(c.outcome not in ("emergency_transfer", "callback_requested") for c in calls), name
+    frames = [f for f in frames_of(capture("answered.ami")) if f.event]
+    at = next(i for i, f in enumerate(frames) if f.event == "VarSet" and f["Variable"] == "HOTLINE_QUEUE")
+    asked = Frame(tuple((k, "HOTLINE_TRANSFER" if k == "Variable" else "110" if k == "Value" else v)
+                        for k, v in frames[at].headers))
+    assert any(f.event == "DialBegin" and f.get("Uniqueid") == asked["Uniqueid"] for f in frames[at:])
+    tracker = CallTracker("node-a")
+    done = [c for c in (tracker.feed(to_event(f)) for f in [*frames[:at + 1], asked, *frames[at + 1:]]) if c]
+    (call,) = done
+    assert (call.outcome, call.seat, call.variables["HOTLINE_TRANSFER"]) == ("answered", "Seat 1001", "110")
+    assert not [e for e in call.timeline if e.kind.startswith("emergency")]

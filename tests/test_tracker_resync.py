@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from telephony.events import to_event
 from telephony.resync import LiveChannel, boot_id, live_channels
 from telephony.tracker import CallTracker
@@ -181,3 +183,35 @@ def test_core_status_and_show_channels_are_read_from_the_captures():
     status = next(f for f in frames if f.get("CoreStartupDate"))
     assert boot_id(status) == "2026-11-22 02:34:28"
     assert live_channels(f for f in frames if f.event == "CoreShowChannel") == []
+
+
+@pytest.mark.ivr
+def test_110_dial_and_survey_survive_a_takeover_and_an_asterisk_restart():
+    """A service killed while its caller talks to 110, or after the caller answered the survey: the
+    next one adopts the live call, merges the saved one, and when Asterisk restarts under it the
+    resync closes the call with what was known: still a transfer to 110 (not a dropped call), and
+    the survey answer kept."""
+    from tests.test_ivr_endings import (CALLER, EMERGENCY_IVR, L, POLICE, answered_by_seat, dial_110, ivr,
+                                        recorded, survey)
+
+    def live(*chans: tuple[dict, str]) -> list[LiveChannel]:
+        return [LiveChannel(channel=ch["Channel"], uniqueid=ch["Uniqueid"], linkedid=L, caller_number="13800138000",
+                            caller_name=None, application=app, duration_seconds=20, bridge_id="b-1")
+                for ch, app in chans]
+
+    cases = [
+        (ivr(5.0, **EMERGENCY_IVR) + recorded(5.1) + dial_110(5.2, "ANSWER", talk=60.0)[:3],
+         live((CALLER, "Dial"), (POLICE, "AppDial")), ("emergency_transfer", None)),
+        (ivr(3.0, HOTLINE_QUEUE="hotline-general") + answered_by_seat(4.0) + survey(67.0, "satisfied"),
+         live((CALLER, "AGI")), ("answered", "satisfied")),
+    ]
+    for before_events, channels, (outcome, answer) in cases:
+        before = CallTracker("n")
+        assert feed(before, before_events) == []
+        saved = {L: before.export(L)}
+        after = CallTracker("n")
+        assert after.resync(channels, after.mark()) == ([], 1)   # adopted first, then the saved state
+        assert after.restore(saved) == (1, set())
+        (call,) = after.resync([], after.mark(), reason="asterisk_restart")[0]
+        assert (call.outcome, call.survey, call.closed_by) == (outcome, answer, "asterisk_restart")
+        assert call.variables.get("HOTLINE_QUEUE") == "hotline-general"
