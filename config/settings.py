@@ -202,6 +202,9 @@ def _default_queues() -> list[QueueConfig]:
     return [
         QueueConfig(name="hotline-general", purpose="general", category="general"),
         QueueConfig(name="hotline-business", purpose="business", category="business_environment"),
+        # dialect seats (方言专席); a caller nobody takes within 60 s goes on to the general queue
+        QueueConfig(name="hotline-dialect", purpose="dialect", category="general", max_wait=60,
+                    overflow="hotline-general"),
     ]
 
 

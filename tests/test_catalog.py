@@ -129,7 +129,8 @@ async def test_asterisk_config_includes_the_postgres_queues_and_seats(pg_pool, p
     assert out.returncode == 0, out.stderr
     assert "[typhoon]" in out.stdout                               # queues.conf section
     assert "hotline-general|hotline-business|hotline-dialect|typhoon" in out.stdout  # the dialplan's whitelist
-    assert "exten => typhoon,1,Queue(${EXTEN},t,,,45)" in out.stdout   # a transfer target
+    assert "exten => typhoon,1,Set(HOTLINE_OVERFLOWS=0)" in out.stdout        # a transfer target
+    assert " same => n(in_queue),Queue(${EXTEN},ct,,,45)" in out.stdout     # its max wait (c: survey after)
     assert "exten => 9001,1,Dial(PJSIP/${EXTEN}" in out.stdout        # the leader seat reachable by Atxfer
     offline = subprocess.run([sys.executable, "-m", "hotline.cli", "asterisk-config", "--no-database"],
                              capture_output=True, text=True, env=env, timeout=60)

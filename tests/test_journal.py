@@ -63,6 +63,7 @@ def full_call(linkedid: str = "1700000000.101", node: str = "n1") -> FinishedCal
         ),
         variables={"HOTLINE_QUEUE": "hotline-business", "HOTLINE_NOTE": "多行\r\n文本"},
         closed_by="resync",
+        survey="basically_satisfied",
     )
 
 

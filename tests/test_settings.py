@@ -22,7 +22,7 @@ def _no_hotline_environment(monkeypatch):
 def test_example_file_loads():
     s = load_settings(EXAMPLE)
     assert s.node_id == "pbx1"
-    assert [q.name for q in s.queues] == ["hotline-general", "hotline-business"]
+    assert [q.name for q in s.queues] == ["hotline-general", "hotline-business", "hotline-dialect"]
     assert s.seats[1].penalty == 1 and s.agi.advertise_host == "10.0.0.5"
 
 
