@@ -142,15 +142,16 @@ def _prompts_build(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.prompts import Prompt, PromptError, ToolMissing, build_prompts
     from ivr.runner import shipped_flow_source
 
+    from ivr.survey import survey_prompt_list
+
     flows = [parse_flow(shipped_flow_source())]
     if not args.no_database:
         flows += asyncio.run(_live_flows(settings.database_url.get_secret_value()))
     prompts, seen = [], set()
-    for flow in flows:
-        for name, text, audio in flow.prompt_list():
-            if (audio, text) not in seen:   # one sound per audio name and text
-                seen.add((audio, text))
-                prompts.append(Prompt(name=name, text=text, audio=audio))
+    for name, text, audio in [p for flow in flows for p in flow.prompt_list()] + survey_prompt_list():
+        if (audio, text) not in seen:   # one sound per audio name and text
+            seen.add((audio, text))
+            prompts.append(Prompt(name=name, text=text, audio=audio))
     try:
         report = build_prompts(prompts, args.sounds_dir, force=args.force, language_dir=args.language_dir)
     except (PromptError, ToolMissing) as exc:

@@ -20,6 +20,7 @@ from config.settings import Settings
 from ivr.facts import ServiceFacts
 from ivr.runner import FlowIvr
 from ivr.store import IvrStore
+from ivr.survey import SurveyIvr
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
 from queues.callbacks import CallbackDesk
@@ -102,6 +103,7 @@ class HotlineService:
         self.facts = ServiceFacts(self.ivr_store, timezone=settings.timezone,
                                   leader_open=self.leader.leader_queue_open, live=self.node.live)
         self.ivr = FlowIvr(self.ivr_store, self.catalog, self.facts)
+        self.survey = SurveyIvr()   # after the seat hung up: 1 satisfied, 2 basically, 3 dissatisfied
         # Missed-call callbacks (first node's seats): a due task is dialled on a free operator's seat.
         self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
                                       operators=self.desk, node_id=self.node.node.id)
@@ -137,6 +139,7 @@ class HotlineService:
             max_sessions=s.agi.max_sessions, session_timeout=s.agi.session_timeout, command_timeout=s.agi.command_timeout
         )
         self.agi.add_route("ivr", self.ivr, on_error=self.ivr.safe_route)
+        self.agi.add_route("survey", self.survey, on_error=self.survey.safe_route)
         await self.catalog.refresh()   # before the first call: Postgres's queues (or the settings' alone)
         self.agi_port = await self.agi.start(s.agi.listen_host, s.agi.listen_port)
         coros = [self.writer.run(), self.catalog.run(), *(live.run() for live in self.lives.values()),

@@ -56,6 +56,21 @@ class SurveyPrompts:
             raise ValueError("survey retries must be a whole number from 0 to 3")
 
 
+# What each survey sound says, for ``hotline prompts build`` (sound name -> Chinese text).
+SURVEY_TEXTS = {
+    "hotline/survey": "请对本次服务进行评价：满意请按1，基本满意请按2，不满意请按3。",
+    "hotline/survey-thanks": "感谢您的评价，再见。",
+    "hotline/survey-invalid": "输入有误。",
+}
+
+
+def survey_prompt_list(prompts: SurveyPrompts = SurveyPrompts()) -> list[tuple[str, str, str]]:
+    """(name, Chinese text, sound name) of the survey's sounds that have a text here."""
+    return [(f"survey_{field}", SURVEY_TEXTS[audio], audio)
+            for field in ("question", "thanks", "invalid")
+            if (audio := getattr(prompts, field)) in SURVEY_TEXTS]
+
+
 class SurveyIvr:
     """The FastAGI route ``survey``: ``add_route("survey", survey, on_error=survey.safe_route)``."""
 

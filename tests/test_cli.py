@@ -88,7 +88,8 @@ def test_migrate_with_a_wrong_role_names_it_without_the_password(pg_dsn):
 
 
 @pytest.mark.ivr
-def test_prompts_build_creates_the_flows_missing_sounds_and_keeps_recordings(tmp_path, pg_dsn):
+def test_prompts_build_creates_the_flows_missing_sounds_and_keeps_recordings(tmp_path, pg_dsn, pg_pool):
+    # pg_pool: the run's database emptied, so no flow another test saved is live
     from ivr.prompts import check_wav
 
     sounds = tmp_path / "sounds"

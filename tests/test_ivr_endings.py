@@ -648,9 +648,6 @@ async def test_emergency_and_survey_through_the_service(pg_pool, pg_dsn, redis_c
     try:
         await service.start()
         await service.wait_ready(10)
-        if "survey" not in service.agi._route:  # until hotline/service.py registers it
-            survey_ivr = SurveyIvr()
-            service.agi.add_route("survey", survey_ivr, on_error=survey_ivr.safe_route)
         police = await sim.place_call(ScriptedCaller(number="13800138010", dtmf="0", dtmf_delay=0.3))
         surveyed = await sim.place_call(ScriptedCaller(number="13800138011", dtmf="1", dtmf_delay=0.3, survey="2"))
         await sim.wait_idle(timeout=40)
@@ -670,4 +667,11 @@ async def test_emergency_and_survey_through_the_service(pg_pool, pg_dsn, redis_c
                                                                   "basically_satisfied")
     async with pg_pool.acquire() as conn:
         outcomes = dict(await conn.fetch("SELECT linkedid, outcome FROM calls WHERE node = $1", node_id))
+        survey = await conn.fetchrow(
+            "SELECT c.survey, e.detail FROM calls c JOIN work_order_events e ON e.work_order_id = c.work_order_id"
+            " AND e.kind = 'survey' WHERE c.linkedid = $1", surveyed)
+        tasks = await conn.fetchval("SELECT count(*) FROM callback_tasks WHERE number = '13800138010'")
     assert outcomes == {police: "emergency_transfer", surveyed: "answered"}
+    # the survey answer is on the call and on its work order; a 110 transfer is no missed call
+    assert survey["survey"] == "basically_satisfied" and '"basically_satisfied"' in survey["detail"]
+    assert tasks == 0
