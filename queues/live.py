@@ -44,7 +44,9 @@ states recover after an outage instead of waiting for each operator's next chang
 
 Figures (per queue, and in total under ``today``): offered (total: every call; per queue: every
 call that reached it), answered, abandoned (abandoned + queue_timeout), dropped (Asterisk restarted
-under the call; kept apart), queued (total only: calls that reached a queue), answered_within_sl
+under the call; kept apart), emergency_transfer and callback_requested (total only: calls the IVR
+sent to 110 or that asked to be called back; they never wait in a queue, so they count in no
+queue's figures), queued (total only: calls that reached a queue), answered_within_sl
 (answered with hold_seconds <= the queue's service level, 15 s unless configured), asa (mean
 hold_seconds of answered calls), aht (mean talk_seconds of answered calls). The service level
 ratio is answered_within_sl / offered (per queue) or / queued (total); None when nothing offered.
@@ -87,7 +89,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from telephony import events as ev
-from telephony.model import ABANDONED, ANSWERED, DROPPED, QUEUE_TIMEOUT, FinishedCall
+from telephony.model import (ABANDONED, ANSWERED, CALLBACK_REQUESTED, DROPPED, EMERGENCY_TRANSFER, QUEUE_TIMEOUT,
+                             FinishedCall)
 
 log = logging.getLogger("hotline.live")
 
@@ -445,7 +448,10 @@ class LiveStats:
 
         sums["offered"] = 1
         within = False
-        if call.queue:
+        if call.outcome in (EMERGENCY_TRANSFER, CALLBACK_REQUESTED):
+            # served by the IVR: sent to 110, or asked to be called back; never waited in a queue
+            sums[call.outcome] = 1
+        elif call.queue:
             sums["queued"] = 1
             sums[f"offered{_SEP}{call.queue}"] = 1
         if call.outcome == ANSWERED:
@@ -515,6 +521,8 @@ class LiveStats:
             }
         today = _figures(sums, "")
         today["queued"] = sums.get("queued", 0)
+        today["emergency_transfer"] = sums.get("emergency_transfer", 0)   # the IVR's own endings
+        today["callback_requested"] = sums.get("callback_requested", 0)
         seats = {seat: json.loads(raw) for seat, raw in seat_records.items()}
         by_state: dict[str, int] = {}
         for record in seats.values():

@@ -199,10 +199,10 @@ async def test_replayed_calls_count_once_on_the_call_day_in_shanghai(redis_clien
     snap = await live.snapshot(late)
     assert snap["day"] == "2024-03-01"
     assert snap["today"] == {"offered": 2, "answered": 1, "abandoned": 1, "dropped": 0, "answered_within_sl": 1,
-                             "asa": 4.0, "aht": 13.0, "queued": 2}
+                             "asa": 4.0, "aht": 13.0, "queued": 2, "emergency_transfer": 0, "callback_requested": 0}
     empty = (await live.snapshot(late + 1))["today"]
     assert empty == {"offered": 0, "answered": 0, "abandoned": 0, "dropped": 0, "answered_within_sl": 0,
-                     "asa": None, "aht": None, "queued": 0}
+                     "asa": None, "aht": None, "queued": 0, "emergency_transfer": 0, "callback_requested": 0}
 
 
 async def test_service_level_asa_and_aht_per_queue_and_in_total(redis_client, node_id):
@@ -228,7 +228,7 @@ async def test_service_level_asa_and_aht_per_queue_and_in_total(redis_client, no
             assert leader["today"] == {"offered": 2, "answered": 2, "abandoned": 0, "dropped": 0,
                                        "answered_within_sl": 1, "asa": 28.0, "aht": 200.0}
             assert leader["service_level_seconds"] == 30 and leader["service_level"] == 0.5
-            assert snap["today"] == {"offered": 9, "queued": 8, "answered": 5, "abandoned": 2, "dropped": 1,
+            assert snap["today"] == {"offered": 9, "queued": 8, "emergency_transfer": 0, "callback_requested": 0, "answered": 5, "abandoned": 2, "dropped": 1,
                                      "answered_within_sl": 3, "asa": round(87 / 5, 1), "aht": 122.0}
             assert snap["service_level"] == {"total": round(3 / 8, 4),
                                              "queues": {"hotline-general": round(2 / 6, 4), "hotline-leader": 0.5}}
@@ -244,7 +244,7 @@ async def test_calls_of_the_captures_through_the_tracker(redis_client, node_id):
         assert await live.drain()
     snap = await live.snapshot(calls[0].started_at)
     # answered (hold 0, talk 6) twice, abandoned after 10 s, abandoned in the leader queue, an IVR hang-up
-    assert snap["today"] == {"offered": 5, "queued": 4, "answered": 2, "abandoned": 2, "dropped": 0,
+    assert snap["today"] == {"offered": 5, "queued": 4, "emergency_transfer": 0, "callback_requested": 0, "answered": 2, "abandoned": 2, "dropped": 0,
                              "answered_within_sl": 2, "asa": 0.0, "aht": 6.0}
     assert snap["queues"]["hotline-leader"]["today"]["abandoned"] == 1
     assert snap["queues"]["hotline-general"]["service_level_seconds"] == 20
@@ -336,7 +336,7 @@ async def test_a_real_redis_outage_then_the_figures_catch_up(private_redis):
         live.push_call(before)          # counted again into the new, empty Redis: once
         await until(lambda: live.healthy and not live._unsent, "the live views to recover")
         snap = await live.snapshot(NOON)
-    assert snap["today"] == {"offered": 3, "queued": 3, "answered": 2, "abandoned": 1, "dropped": 0,
+    assert snap["today"] == {"offered": 3, "queued": 3, "emergency_transfer": 0, "callback_requested": 0, "answered": 2, "abandoned": 1, "dropped": 0,
                              "answered_within_sl": 1, "asa": round(23 / 2, 1), "aht": 20.0}
 
 
@@ -519,3 +519,17 @@ async def test_set_queues_changes_the_service_level_of_calls_counted_afterwards(
         with pytest.raises(ValueError):
             live.set_queues(bad)
     assert live.service_levels == {"hotline-general": 10, "hotline-x": 15}
+
+
+async def test_the_ivr_s_own_endings_count_in_no_queue(redis_client, node_id):
+    live = LiveStats(redis_client, node_id, queues=[QueueConfig(name="hotline-general")])
+    async with running(live):
+        live.push_call(call("answered"))
+        live.push_call(call("emergency_transfer", queue=None, hold=None))
+        live.push_call(call("callback_requested", queue="hotline-general", hold=None))   # the IVR's queue, never joined
+        assert await live.drain()
+    snap = await live.snapshot(NOON + 60)
+    assert (snap["today"]["offered"], snap["today"]["queued"]) == (3, 1)
+    assert (snap["today"]["emergency_transfer"], snap["today"]["callback_requested"]) == (1, 1)
+    general = snap["queues"]["hotline-general"]
+    assert (general["today"]["offered"], general["service_level"]) == (1, 1.0)
