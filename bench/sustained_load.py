@@ -159,7 +159,6 @@ def settings_for(node: str, dsn: str, recordings: Path, agi_port: int) -> Settin
         queues=[QueueConfig(name="hotline-general", category="general", max_wait=300),
                 QueueConfig(name="hotline-business", purpose="business", category="business_environment",
                             max_wait=300)],
-        ivr={"routes": {"1": "hotline-general", "2": "hotline-business"}},
         seats=[SeatConfig(interface=f"PJSIP/8{i:03d}", name=f"Seat 8{i:03d}", queues=["hotline-general"])
                for i in range(1, SEATS + 1)],
     )

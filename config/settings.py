@@ -26,8 +26,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _CATEGORY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # An AMI user name: a manager.conf section and the Username header of the Login action.
 _AMI_USER = re.compile(r"^[A-Za-z0-9_.@\-]+$")
-# A sound file name as AGI STREAM FILE / GET DATA take it: one word, no extension needed.
-_PROMPT = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
 _STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")  # PJSIP/8001, Custom:seat1001
 # A Dial() destination (TECH/resource, several joined by '&'), e.g. PJSIP/110@hotline-trunk: it goes
@@ -147,18 +145,34 @@ class SeatConfig(BaseModel):
         return v
 
 
+# Keys of the fixed menu the IVR had before flows (issue 5): a file that still sets them is told
+# where that configuration lives now rather than having it silently ignored.
+_RETIRED_IVR_KEYS = ("greeting", "menu_prompt", "digit_timeout_ms", "routes")
+
+
 class IvrMenuSettings(BaseModel):
-    greeting: str = "hotline/welcome"
-    menu_prompt: str = "hotline/menu"
-    digit_timeout_ms: int = Field(5000, ge=500, le=10000)
-    # key -> queue name; no key within the timeout goes to default_queue
-    routes: dict[str, str] = Field(default_factory=lambda: {"1": "hotline-general", "2": "hotline-business"})
+    """The dialplan's side of the IVR. The IVR itself is a flow kept in Postgres (ivr/flow.py;
+    ``POST /api/ivr/flows/main/versions``), the shipped ``ivr/flows/default.toml`` until one is saved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the queue the dialplan routes to when the IVR failed or named no configured queue
     default_queue: str = "hotline-general"
     # The emergency trunk: the generated dialplan dials 110 here (recorded) when the IVR sets
     # HOTLINE_TRANSFER=110, and puts the caller in the queue if 110 does not answer within
     # emergency_ring_seconds.
     emergency_dial: str = "PJSIP/110@hotline-trunk"
     emergency_ring_seconds: int = Field(30, ge=5, le=120)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in _RETIRED_IVR_KEYS:
+                if key in data:
+                    raise ValueError(f"ivr.{key} is no longer read: the IVR is a flow, edited with "
+                                     "POST /api/ivr/flows/main/versions (see ivr/flows/default.toml)")
+        return data
 
     @field_validator("emergency_dial")
     @classmethod
@@ -168,13 +182,16 @@ class IvrMenuSettings(BaseModel):
                              "(letters, digits and _ - @ . + # * : / only; several joined by '&')")
         return v
 
-    @field_validator("greeting", "menu_prompt")
-    @classmethod
-    def _prompt(cls, v: str) -> str:
-        # The name goes into an AGI command line as one argument: no blanks, quotes or line breaks.
-        if not _PROMPT.match(v):
-            raise ValueError("a prompt is a sound file name of letters, digits, '_', '.', '-' and '/'")
-        return v
+
+class CallbackSettings(BaseModel):
+    """Missed-call callbacks (queues/callbacks.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # a caller who hung up in the IVR is called back only after this long in it
+    ivr_hangup_after_seconds: float = Field(10.0, ge=0, le=600)
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_spacing_seconds: float = Field(600.0, ge=10, le=86400)
 
 
 class HttpSettings(BaseModel):
@@ -223,6 +240,7 @@ class Settings(BaseSettings):
     agi: AgiSettings = Field(default_factory=AgiSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ivr: IvrMenuSettings = Field(default_factory=IvrMenuSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     queues: list[QueueConfig] = Field(default_factory=_default_queues)
     seats: list[SeatConfig] = Field(default_factory=list)
     # Several Asterisk nodes: each listed node's AMI stream is consumed by one service instance at
@@ -260,11 +278,6 @@ class Settings(BaseSettings):
             for q in seat.queues:
                 if q not in names:
                     raise ValueError(f"seats[{i}].queues names unknown queue {q!r}")
-        for key, q in self.ivr.routes.items():
-            if not re.fullmatch(r"[0-9*#]", key):
-                raise ValueError(f"ivr.routes key {key!r} must be one DTMF key")
-            if q not in names:
-                raise ValueError(f"ivr.routes[{key!r}] names unknown queue {q!r}")
         if self.ivr.default_queue not in names:
             raise ValueError(f"ivr.default_queue names unknown queue {self.ivr.default_queue!r}")
         ids: dict[str, int] = {}

@@ -1,6 +1,6 @@
 """The service: the FastAGI server, one NodeRunner per Asterisk node, the writer and live views.
 
-How one call goes through it: Asterisk runs the IVR over FastAGI (ivr.menu.MenuIvr); the node's
+How one call goes through it: Asterisk runs the IVR over FastAGI (ivr.runner.FlowIvr); the node's
 AMI events go to its tracker (telephony.tracker) and live views (queues.live) through its
 NodeRunner (hotline.node), which also holds the node's lease, resyncs after every login and
 journals each finished call; the writer (workorders.pipeline) checks the call's recordings and
@@ -23,7 +23,7 @@ from ivr.store import IvrStore
 from ivr.survey import SurveyIvr
 from hotline.lease import default_owner
 from hotline.node import NodeRunner
-from queues.callbacks import CallbackDesk
+from queues.callbacks import CallbackDesk, CallbackPolicy
 from queues.catalog import QueueCatalog
 from queues.leader import LeaderDesk
 from queues.live import LiveStats
@@ -69,7 +69,9 @@ class HotlineService:
     ) -> None:
         self.settings = settings
         self.owner = owner or default_owner()
-        self.store = CallStore(pool, timezone=settings.timezone, repeat_window_days=settings.repeat_window_days)
+        cb = settings.callbacks
+        self.store = CallStore(pool, timezone=settings.timezone, repeat_window_days=settings.repeat_window_days,
+                               callback_ivr_seconds=cb.ivr_hangup_after_seconds, callback_max_attempts=cb.max_attempts)
         self._on_written_extra = on_written
         self.writer = CallWriter(
             self.store, min_recording_seconds=settings.min_recording_seconds, on_written=self._written
@@ -106,7 +108,10 @@ class HotlineService:
         self.survey = SurveyIvr()   # after the seat hung up: 1 satisfied, 2 basically, 3 dissatisfied
         # Missed-call callbacks (first node's seats): a due task is dialled on a free operator's seat.
         self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
-                                      operators=self.desk, node_id=self.node.node.id)
+                                      operators=self.desk, node_id=self.node.node.id,
+                                      policy=CallbackPolicy(ivr_hangup_after_seconds=cb.ivr_hangup_after_seconds,
+                                                            max_attempts=cb.max_attempts,
+                                                            retry_spacing_seconds=cb.retry_spacing_seconds))
         self.node.callbacks = self.callbacks
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None

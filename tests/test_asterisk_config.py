@@ -69,7 +69,7 @@ def big_settings(monkeypatch):
              "queues": ["hl-dialect"]},
             {"interface": "PJSIP/8900", "name": "Leader 8900", "queues": ["hl-leader", "hl-general"], "penalty": 5},
         ],
-        ivr={"routes": {"1": "hl-general", "2": "hl-business", "3": "hl-dialect"}, "default_queue": "hl-general"},
+        ivr={"default_queue": "hl-general"},
     )
 
 

@@ -49,7 +49,7 @@ def test_secret_from_file(monkeypatch, tmp_path):
         ("node_id = 'a b'", "node_id"),
         ("[ami]\nport = 99999", "ami.port"),
         ("[[seats]]\ninterface = 'PJSIP/1'\nname = 'S1'\nqueues = ['nope']", "seats[0].queues"),
-        ("[ivr]\nroutes = { '12' = 'hotline-general' }", "ivr.routes"),
+        ("[ivr]\nroutes = { '1' = 'hotline-general' }", "ivr.routes is no longer read"),
         ("node_id = ", "not valid TOML"),
         ("unknown_key = 1", "unknown_key"),
     ],
@@ -115,8 +115,8 @@ def test_empty_secret_is_no_secret(monkeypatch, tmp_path):
         ("[[queues]]\nname = 'general'", "queues.0.name"),
         ("[[queues]]\nname = 'hotline-general'\ncategory = 'a b'", "queues.0.category"),
         ("[[queues]]\nname = 'hotline-general'\n[[queues]]\nname = 'Hotline-General'", "queues[1].name"),
-        ("[ivr]\ngreeting = 'hotline/welcome \"1\"'", "ivr.greeting"),
-        ("[ivr]\nmenu_prompt = 'x\\ny'", "ivr.menu_prompt"),
+        ("[ivr]\ngreeting = 'hotline/welcome'", "ivr.greeting is no longer read"),
+        ("[callbacks]\nmax_attempts = 0", "callbacks.max_attempts"),
         ("[ami]\nusername = 'hot line'", "ami.username"),
         ("[ami]\nusername = 'general'", "ami.username"),
         ("_env_file = '/etc/passwd'", "_env_file"),
@@ -148,18 +148,20 @@ def test_unreadable_files_are_config_errors(tmp_path):
 
 def test_example_file_shows_every_key():
     """The README says config.example.toml shows every key (secrets only as comments)."""
-    from config.settings import AgiSettings, AmiSettings, HttpSettings, IvrMenuSettings, QueueConfig, SeatConfig, Settings
+    from config.settings import (AgiSettings, AmiSettings, CallbackSettings, HttpSettings, IvrMenuSettings,
+                                 QueueConfig, SeatConfig, Settings)
 
     text = EXAMPLE.read_text()
-    for model in (Settings, AmiSettings, AgiSettings, HttpSettings, IvrMenuSettings, QueueConfig, SeatConfig):
+    for model in (Settings, AmiSettings, AgiSettings, HttpSettings, IvrMenuSettings, CallbackSettings, QueueConfig,
+                  SeatConfig):
         for name in model.model_fields:
-            if name in ("ami", "agi", "http", "ivr", "queues", "seats", "secret"):
+            if name in ("ami", "agi", "http", "ivr", "callbacks", "queues", "seats", "secret"):
                 continue
             assert f"{name} = " in text, f"{model.__name__}.{name} missing from config.example.toml"
     assert "secret = " not in text and "HOTLINE_AMI__SECRET" in text  # never a secret value in the file
 
 
-QUEUES_ABC = "[ivr]\nroutes = {}\ndefault_queue = 'a'\n" + "".join(
+QUEUES_ABC = "[ivr]\ndefault_queue = 'a'\n" + "".join(
     f"[[queues]]\nname = '{name}'\n" for name in ("a", "b", "c"))
 
 
