@@ -38,6 +38,7 @@ DEMO_SEATS = [
 ] + [
     SeatConfig(interface="PJSIP/8005", name="Seat 8005", queues=["hotline-business"]),
     SeatConfig(interface="PJSIP/8006", name="Seat 8006", queues=["hotline-business", "hotline-general"], penalty=1),
+    SeatConfig(interface="PJSIP/8007", name="Seat 8007", queues=["hotline-dialect"]),
 ]
 
 
@@ -48,7 +49,9 @@ def _free_port(host: str) -> int:
 
 
 def synthetic_caller(rng: random.Random, population: list[str]) -> ScriptedCaller:
-    """A citizen: 65% wait for a seat, 20% give up while waiting, 15% hang up in the IVR."""
+    """A citizen: 65% wait for a seat, 20% give up while waiting, 15% hang up in the IVR. The keys
+    of the shipped flow: 1 general, 2 business environment, 3 dialect, 0 emergency (110), none;
+    after the seat hangs up two in three answer the survey (1, 2 or 3, or a silence)."""
     kind = rng.random()
     if kind < 0.65:
         patience = None
@@ -56,10 +59,11 @@ def synthetic_caller(rng: random.Random, population: list[str]) -> ScriptedCalle
         patience = rng.uniform(15, 40)
     else:
         patience = rng.uniform(1, 3)
-    dtmf = rng.choices(["1", "2", None], weights=[50, 25, 25])[0]
+    dtmf = rng.choices(["1", "2", "3", "0", None], weights=[45, 20, 5, 2, 28])[0]
+    survey = rng.choices(["1", "2", "3", "", None], weights=[40, 15, 5, 7, 33])[0]
     return ScriptedCaller(
         number=rng.choice(population), name=rng.choice(NAMES), dtmf=dtmf, dtmf_delay=rng.uniform(0.5, 2.0),
-        patience=patience,
+        patience=patience, survey=survey,
     )
 
 
@@ -94,6 +98,7 @@ async def run_demo(settings: Settings, *, calls: int | None, speed: float, seed:
         fallback_queue=s.ivr.default_queue, speed=speed,
     )
     await sim.start()
+    sim.set_seat_behaviour("110", SeatBehaviour(answers=True, answer_after=2.0, talk=rng.uniform(20, 60)))
     for seat in s.seats:
         sim.set_seat_behaviour(seat.interface, SeatBehaviour(answers=True, answer_after=rng.uniform(1, 4),
                                                              talk=rng.uniform(15, 45)))

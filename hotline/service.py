@@ -48,6 +48,8 @@ def describe(call, result, checks) -> str:
         parts.append(f"hold {call.hold_seconds}s")
     if call.talk_seconds is not None:
         parts.append(f"talk {call.talk_seconds}s")
+    if call.survey:
+        parts.append(f"survey {call.survey}")
     if checks:
         parts.append("recording " + ",".join(c.status for c in checks))
     parts.append(f"order {result.order_number} ({'new' if result.order_created else 'linked'})")

@@ -108,3 +108,21 @@ def test_prompts_build_names_a_bad_sounds_dir():
     out = run("prompts", "build", "--no-database", "--sounds-dir", "/proc/no/such/dir")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "FAILED prompt 'welcome'" in out.stdout and "/proc/no/such/dir" in out.stdout
+
+
+@pytest.mark.e2e
+def test_the_demo_runs_calls_through_the_simulator_into_postgres(pg_dsn, tmp_path):
+    """The README's first command, as a user runs it (here on the test database)."""
+    import json
+
+    env = {"HOTLINE_DATABASE_URL": pg_dsn}
+    out = subprocess.run([sys.executable, "-m", "hotline.cli", "demo", "--calls", "12", "--speed", "40", "--seed", "5"],
+                         capture_output=True, text=True, env={**{k: v for k, v in os.environ.items()
+                                                                 if not k.startswith("HOTLINE_")}, **env},
+                         timeout=110, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["calls"] == 12 and summary["calls_without_order"] == 0
+    assert summary["answered"] + summary["abandoned"] + summary["ivr_hangup"] + summary["dropped"] \
+        + summary["emergency_transfer"] + summary["callback_requested"] == 12
+    assert summary["calls"] == out.stderr.count("hotline.service: call ")     # one log line per call
