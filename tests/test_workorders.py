@@ -527,7 +527,8 @@ async def test_run_summary_counts_one_nodes_calls_from_postgres(store, pg_pool, 
     assert await run_summary(pg_pool, "run-1") == {
         "calls": 5, "answered": 1, "abandoned": 2, "ivr_hangup": 1, "dropped": 1, "work_orders": 4,
         "emergency_transfer": 0, "callback_requested": 0, "surveyed": 0, "satisfied": 0,
-        "calls_without_order": 0, "recordings": 1, "recordings_not_ok": 1, "callback_tasks": 1}
+        "calls_without_order": 0, "recordings": 1, "recordings_not_ok": 1,
+        "callback_tasks": 2}   # the abandoned caller, and the 20 s IVR hang-up (anonymous ones: none)
     assert (await run_summary(pg_pool, "nobody"))["calls"] == 0
 
 
