@@ -55,7 +55,7 @@ class AgiCallPort:
         except AgiHangup as exc:
             raise CallerHungUp(str(exc)) from exc
         except AgiCommandFailed as exc:
-            raise MediaFailed(str(exc)) from exc
+            raise await self._failed(exc) from exc
 
     async def read_digits(self, audio: str, timeout_ms: int, max_digits: int) -> str:
         try:
@@ -63,7 +63,21 @@ class AgiCallPort:
         except AgiHangup as exc:
             raise CallerHungUp(str(exc)) from exc
         except AgiCommandFailed as exc:
-            raise MediaFailed(str(exc)) from exc
+            raise await self._failed(exc) from exc
+
+    async def _failed(self, exc: AgiCommandFailed) -> Exception:
+        """``result=-1`` is a hang-up or a failed prompt on a live channel; Asterisk tells which by
+        the HANGUP line it sends on a hang-up, before that reply or before the next one. A NOOP
+        (allowed on a dead channel) fetches that next reply, so a caller who hung up in a menu is
+        not routed as if the prompt had failed."""
+        if not self.session.hungup:
+            try:
+                await self.session.send_command("NOOP")
+            except AgiHangup:
+                pass
+        if self.session.hungup:
+            return CallerHungUp(str(exc))
+        return MediaFailed(str(exc))
 
 
 class QueueInfo(Protocol):

@@ -355,6 +355,7 @@ async def test_flow_ivr_missing_greeting_file_still_offers_the_menu(pg_pool):
     # STREAM FILE of a missing file answers "200 result=-1 endpos=0" on a live channel
     steps = menu_steps(
         (GREETING, ["200 result=-1 endpos=0"]),
+        ("NOOP", ["200 result=0"]),       # no HANGUP line came: the channel lives, the prompt failed
         (MENU, ["200 result=2"]),
         choice="2", category="business_environment", queue="hotline-business",
     )
@@ -369,20 +370,24 @@ async def test_flow_ivr_caller_hangs_up_during_greeting(pg_pool):
         flow_version(1),
         ("ANSWER", ["200 result=0"]),
         (GREETING, ["200 result=-1 endpos=2400", "HANGUP"]),
-        (MENU, [DEAD]),
+        ("NOOP", ["200 result=0"]),       # fetches the HANGUP line: a hang-up, not a failed prompt
         ('SET VARIABLE HOTLINE_IVR_CHOICE "hangup"', OK),
     ]
     d = Dialogue(headers=headers_of("ivr_hangup.agi"), steps=steps)
-    assert await run_ivr(pg_pool, d) == [[c for c, _ in steps]]   # no media, no queue after the 511
+    assert await run_ivr(pg_pool, d) == [[c for c, _ in steps]]   # no media, no queue after the hang-up
 
 
-async def test_flow_ivr_failed_menu_prompt_or_hangup_in_menu_sets_the_general_queue(pg_pool):
+async def test_flow_ivr_failed_menu_prompt_sets_the_general_queue_and_a_hangup_in_the_menu_is_one(pg_pool):
     # result=-1 from GET DATA: a missing prompt on a live channel -> general queue, choice "error"
     alive = Dialogue(headers=headers_of("answered.agi"), steps=menu_steps(
-        (GREETING, ["200 result=0 endpos=8000"]), (MENU, ["200 result=-1"]), choice="error"))
-    # the same reply because the caller hung up: HANGUP follows; SET VARIABLE still answers 200
-    dead = Dialogue(headers=headers_of("ivr_hangup.agi"), steps=menu_steps(
-        (GREETING, ["200 result=0 endpos=8000"]), (MENU, ["200 result=-1", "HANGUP"]), choice="error"))
+        (GREETING, ["200 result=0 endpos=8000"]), (MENU, ["200 result=-1"]), ("NOOP", ["200 result=0"]),
+        choice="error"))
+    # the same reply because the caller hung up: the HANGUP line follows; the call is a hang-up, not
+    # routed (SET VARIABLE still answers 200 on the dead channel)
+    dead = Dialogue(headers=headers_of("ivr_hangup.agi"), steps=[
+        flow_version(1), ("ANSWER", ["200 result=0"]), (GREETING, ["200 result=0 endpos=8000"]),
+        (MENU, ["200 result=-1", "HANGUP"]), ("NOOP", ["200 result=0"]),
+        ('SET VARIABLE HOTLINE_IVR_CHOICE "hangup"', OK)])
     sent = await run_ivr(pg_pool, alive, dead)
     assert sent == [[c for c, _ in alive.steps], [c for c, _ in dead.steps]]
 

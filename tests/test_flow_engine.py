@@ -515,7 +515,8 @@ async def test_agi_order_progress_uses_the_calling_number_and_hangs_up():
 
 
 async def test_agi_missing_greeting_sound_goes_on_and_hang_up_in_the_menu_is_recorded():
-    await agi_run([ANSWER, (WELCOME, ["200 result=-1 endpos=0"]), (MENU, ["200 result=1"]), *route_vars("1")])
+    await agi_run([ANSWER, (WELCOME, ["200 result=-1 endpos=0"]), ("NOOP", ["200 result=0"]),   # no HANGUP: alive
+                   (MENU, ["200 result=1"]), *route_vars("1")])
     _, (result,) = await agi_run([
         ANSWER, (WELCOME, ["200 result=0 endpos=8000"]),
         (MENU, ["HANGUP", "511 Command Not Permitted on a dead channel or intercept routine"]),

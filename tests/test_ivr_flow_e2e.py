@@ -264,16 +264,6 @@ def settings_for(node_id: str, pg_dsn: str, recordings, agi_port: int) -> Settin
     )
 
 
-class _Any:
-    def __eq__(self, other) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        return "ANY"
-
-
-ANY = _Any()
-
 
 def caller(number: str, keys: str | None = None, *, delay: float = 0.3, patience: float | None = None):
     return ScriptedCaller(number=number, name="市民", dtmf=keys, dtmf_delay=delay, patience=patience)
@@ -322,11 +312,9 @@ PHASE_ONE = {
     # emergency advice not confirmed: on_decline
     "declined": (caller("13900000013", "02"),
                  ("answered", "hotline-general", None, "0-transfer_no", "0", None, ["hotline/emergency"])),
-    # the caller hangs up in the menu: a missed call (the contrast to the hang-up node's calls). Its
-    # queue, choice and priority are not asserted: the hang-up during GET DATA (result=-1) is taken
-    # for a failed prompt today, so the flow goes on to on_timeout and records choice "error" and
-    # HOTLINE_QUEUE hotline-general instead of "hangup" (reported on ivr/agi_port.py)
-    "gave_up": (caller("13900000014", patience=12.0), ("ivr_hangup", ANY, None, ANY, ANY, None, [])),
+    # the caller hangs up in the menu: a missed call (the contrast to the hang-up node's calls); the
+    # GET DATA's result=-1 is told from a failed prompt by the HANGUP line, so nothing is routed
+    "gave_up": (caller("13900000014", patience=12.0), ("ivr_hangup", None, None, "hangup", None, None, [])),
 }
 PHASE_TWO = {   # the topic switched off, a leader slot live
     "topic_off": (caller("13900000015", "6"), ("answered", "hotline-general", None, "6", "0", None, [])),
