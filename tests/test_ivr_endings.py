@@ -631,7 +631,6 @@ async def test_emergency_and_survey_through_the_service(pg_pool, pg_dsn, redis_c
         min_recording_seconds=1.0, agi={"listen_host": "127.0.0.1", "listen_port": agi_port},
         queues=[QueueConfig(name="hotline-general", category="general", max_wait=300)],
         seats=[SeatConfig(interface="PJSIP/8001", name="Seat 8001", queues=["hotline-general"])],
-        ivr={"routes": {"1": "hotline-general"}},
     )
     sim = PbxSimulator(username="hotline", secret="endings-secret", agi_host="127.0.0.1", agi_port=agi_port,
                        recordings_dir=tmp_path, queues=queue_definitions(settings.queues),
