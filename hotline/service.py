@@ -108,9 +108,10 @@ class HotlineService:
                                   leader_open=self.leader.leader_queue_open, live=self.node.live)
         self.ivr = FlowIvr(self.ivr_store, self.catalog, self.facts)
         self.survey = SurveyIvr()   # after the seat hung up: 1 satisfied, 2 basically, 3 dissatisfied
-        # Missed-call callbacks (first node's seats): a due task is dialled on a free operator's seat.
+        # Missed-call callbacks: every node's tasks are dialled on a free operator seat of the first
+        # node (the seats' PBX; see docs/architecture.md), seat first, through its trunk.
         self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
-                                      operators=self.desk, node_id=self.node.node.id,
+                                      operators=self.desk, node_id=None,
                                       policy=CallbackPolicy(ivr_hangup_after_seconds=cb.ivr_hangup_after_seconds,
                                                             max_attempts=cb.max_attempts,
                                                             retry_spacing_seconds=cb.retry_spacing_seconds))

@@ -8,7 +8,7 @@ variables the dialplan reads, each value checked against a whitelist (never the 
 
 - HOTLINE_IVR_CHOICE   the flow's choice ("1", "timeout", "9-order_found", "error", ...)
 - HOTLINE_LANGUAGE     a language code, when the flow chose one (yue, nan, ...)
-- HOTLINE_TRANSFER     110 (or 119/120/122) when the flow ends in a transfer
+- HOTLINE_TRANSFER     110 when the flow ends in a transfer
 - HOTLINE_CALLBACK_REQUESTED  1 when the caller accepted a callback
 - HOTLINE_CATEGORY, HOTLINE_QUEUE_TIMEOUT  from the queue (``queue_lookup``), as ivr/menu.py did
 - HOTLINE_PRIORITY     0..10, the caller's QUEUE_PRIO (the dialplan only takes small numbers)
@@ -104,8 +104,10 @@ async def apply_result(session: AgiSession, result: FlowResult, queue_lookup: Qu
         await session.set_variable("HOTLINE_LANGUAGE", result.language)
     if result.kind == "hangup":
         if not result.by_caller:
-            # the flow ended the call itself (self-service answered, a goodbye): no missed call
-            await session.set_variable("HOTLINE_IVR_DONE", "1")
+            # the flow ended the call itself (a goodbye): no missed call if the caller was served;
+            # one whose order look-up failed (not found, unavailable, no number) is called back
+            if not any(step.type == "order_status" and step.outcome != "found" for step in result.path):
+                await session.set_variable("HOTLINE_IVR_DONE", "1")
             await session.send_command("HANGUP")
         return
     if result.kind == "transfer" and result.target in TRANSFER_TARGETS:

@@ -47,6 +47,8 @@ from ivr.flow import (PRIORITY_MAX, SERVICE_TIMEOUT, CallbackOfferNode, CallerLi
 log = logging.getLogger("hotline.ivr.flow")
 
 _CALLER_RE = re.compile(r"\+?[0-9]{3,20}")     # as caller_list_entries.number
+# what the callback desk dials (workorders.store.CALLBACK_NUMBER: plain digits)
+_CALLBACK_NUMBER_RE = re.compile(r"[0-9]{3,20}")
 _ORDER_DIGITS_RE = re.compile(r"[0-9]{1,20}")
 _STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CHOICE_MAX = 64
@@ -368,6 +370,10 @@ class _Run:
         return node.next
 
     async def _callback_offer(self, node_id: str, node: CallbackOfferNode, pending) -> str | FlowResult:
+        if self.caller is None or not _CALLBACK_NUMBER_RE.fullmatch(self.caller):
+            # no number the callback desk can dial (withheld, or not plain digits): never promise one
+            self._step(node_id, node.type, "no_number")
+            return node.next
         answered, wait = await self._service(
             node_id, "estimated_wait", lambda: self.services.estimated_wait(node.queue))
         usable = (answered and isinstance(wait, (int, float)) and not isinstance(wait, bool)

@@ -59,7 +59,9 @@ PRIORITY_MAX = 10            # queue priority (QUEUE_PRIO): 0 normal .. 10 first
 SERVICE_TIMEOUT = 2.0        # seconds a business look-up may take before the node's safe branch
 SECONDS_PER_CHAR = 0.25      # estimated speaking time of one spoken character (Mandarin ~4/s)
 NO_KEY_WARN_SECONDS = 15.0   # national standard: answer within 15 s; a longer no-key path warns
-TRANSFER_TARGETS = ("110", "119", "120", "122")  # police, fire, ambulance, traffic police
+# the numbers the generated dialplan dials for a transfer: 110 (police, 一键转接); 119/120/122 are
+# not linked up in the dialplan yet, so a flow cannot promise them
+TRANSFER_TARGETS = ("110",)
 
 # --------------------------------------------------------------------------- value types
 

@@ -17,8 +17,8 @@ desk, one per node and active only while its instance owns the node, runs ``run`
   definite outcome wins: OriginateResponse Failure, or a Hangup before the seat answered (no
   DialBegin) -> ``seat_failed``; the citizen leg's DialEnd DialStatus, or VarSet DIALSTATUS,
   ANSWER -> ``connected`` (at the answer: DIALSTATUS comes only when the talk is over), NOANSWER
-  -> ``no_answer``, BUSY -> ``busy``, anything else (CHANUNAVAIL, CONGESTION, CANCEL) ->
-  ``failed``; without either, the channel's Hangup cause (17 busy, 18/19 no answer, else failed).
+  -> ``no_answer``, BUSY -> ``busy``, CANCEL (the seat hung up first) -> ``seat_failed``,
+  anything else (CHANUNAVAIL, CONGESTION) -> ``failed``; without either, the channel's Hangup cause (17 busy, 18/19 no answer, else failed).
   A connected attempt's ``ended_at`` is its channel's Hangup.
 * each outcome is one transaction: the attempt row, the task, a ``callback_attempt`` event on the
   order (and, connected, the order moves from callback_pending to intake). ``connected`` ends the
@@ -68,12 +68,16 @@ STATUSES = ("pending", "dialing", "connected", "failed", "cancelled")
 OPEN = ("pending", "dialing")
 OUTCOMES = ("connected", "no_answer", "busy", "failed", "seat_failed", "lost")
 COUNTED = frozenset({"connected", "no_answer", "busy", "failed", "lost"})   # seat_failed is not
-DIAL_OUTCOMES = {"ANSWER": "connected", "NOANSWER": "no_answer", "BUSY": "busy"}   # others: failed
+# others: failed. CANCEL: the seat hung up while the citizen's phone rang: not the citizen's doing
+DIAL_OUTCOMES = {"ANSWER": "connected", "NOANSWER": "no_answer", "BUSY": "busy", "CANCEL": "seat_failed"}
 CAUSE_OUTCOMES = {17: "busy", 18: "no_answer", 19: "no_answer"}                  # others: failed
 FREE_DEVICE = (None, 0, 1)   # AST_DEVICE unknown / not in use (queues.operator_state.DEVICE_STATES)
 _EVENTS = frozenset({"OriginateResponse", "VarSet", "DialBegin", "DialEnd", "Hangup"})
 _STASH = 200                 # OriginateResponses kept while an Originate's answer is on its way
 _WRITE_TRIES = 5
+# Postgres unreachable or restarting: an outcome waits for it rather than being dropped
+_OUTAGE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+           asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError)
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,12 @@ SELECT a.id FROM callback_attempts a JOIN callback_tasks t ON t.id = a.task_id
 WHERE a.outcome IS NULL AND a.started_at < $1 AND ($2::text IS NULL OR t.node = $2)
 ORDER BY a.id
 """
+# an answered call of the task's number since its last missed call (the writer cancels pending
+# tasks itself; this catches the one that was dialling then)
+_GOT_THROUGH = """
+SELECT true FROM callback_tasks t JOIN calls c ON c.caller_number = t.number
+WHERE t.id = $1 AND c.outcome = 'answered' AND c.ended_at >= t.last_missed_at LIMIT 1
+"""
 _STALE_CALLS = """
 UPDATE callback_attempts a SET ended_at = $1, detail = a.detail || '{"ended": "assumed"}'::jsonb
 FROM callback_tasks t
@@ -213,6 +223,7 @@ class CallbackDesk:
         self._stash: OrderedDict[str, AmiEvent] = OrderedDict()
         self._in_flight = 0
         self._writes: asyncio.Queue[tuple] = asyncio.Queue()
+        self._unwritten: set[int] = set()   # attempts whose outcome waits for Postgres
 
     # ---- seats ----------------------------------------------------------------------------------
 
@@ -308,6 +319,7 @@ class CallbackDesk:
         and end connected callbacks whose Hangup never came after ``max_call_seconds``."""
         now = self.clock()
         rows = await self.pool.fetch(_LOST, _ts(now - self.policy.outcome_timeout_seconds), self.node_id)
+        rows = [row for row in rows if row["id"] not in self._unwritten]   # its outcome is on its way
         for row in rows:
             self._forget(row["id"])
             await self.resolve(row["id"], "lost", {"timeout_seconds": self.policy.outcome_timeout_seconds})
@@ -442,20 +454,34 @@ class CallbackDesk:
                 self._writes.task_done()
 
     async def _write(self, item: tuple) -> None:
-        for tries in range(1, _WRITE_TRIES + 1):
-            try:
-                if item[0] == "outcome":
-                    await self.resolve(item[1], item[2], item[3])
-                else:
-                    await self.ended(item[1], item[2])
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Postgres down: retried; at worst the timeout resolves it
-                if tries == _WRITE_TRIES:
-                    log.error("callbacks: attempt %s: %s not written (%s)", item[1], item[2], exc)
-                else:
-                    await asyncio.sleep(min(5.0, 0.2 * 2 ** tries))
+        """Write one outcome. A Postgres outage is retried for as long as it lasts (a connected
+        callback whose result was dropped would be timed out as lost and the served citizen rung
+        again); while it is pending, ``expire`` leaves the attempt alone. Any other error is a bug
+        or bad data: tried ``_WRITE_TRIES`` times, then logged."""
+        self._unwritten.add(item[1])
+        tries = 0
+        try:
+            while True:
+                tries += 1
+                try:
+                    if item[0] == "outcome":
+                        await self.resolve(item[1], item[2], item[3])
+                    else:
+                        await self.ended(item[1], item[2])
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except _OUTAGE as exc:
+                    if tries == 1:
+                        log.warning("callbacks: attempt %s: %s waits for Postgres (%s)", item[1], item[2],
+                                    type(exc).__name__)
+                except Exception as exc:  # noqa: BLE001 - not an outage: a few tries, then logged
+                    if tries >= _WRITE_TRIES:
+                        log.error("callbacks: attempt %s: %s not written (%s)", item[1], item[2], exc)
+                        return
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(tries, 5)))
+        finally:
+            self._unwritten.discard(item[1])
 
     async def drain(self) -> None:
         """Until every outcome queued so far is written (needs ``run``'s writer)."""
@@ -496,6 +522,9 @@ class CallbackDesk:
                         status, why = "failed", f"no contact after {attempts} attempts"
                     else:
                         status, next_at = "pending", now + p.retry_spacing_seconds
+                if status == "pending" and await conn.fetchval(_GOT_THROUGH, row["task_id"]):
+                    # the citizen called in and was answered while this attempt rang: done
+                    status, why, next_at = "cancelled", "caller got through", None
                 await conn.execute(
                     "UPDATE callback_tasks SET status = $2, attempts = $3, seat_failures = $4, status_reason = $5,"
                     " next_attempt_at = coalesce($6, next_attempt_at), updated_at = now() WHERE id = $1",

@@ -299,6 +299,14 @@ async def test_callback_offered_over_the_threshold_and_accepted():
     assert (result.kind, result.queue, result.flow_choice) == ("callback", "hotline-general", "6-callback_yes")
 
 
+@pytest.mark.parametrize("caller", [None, "+8613800138000", "anonymous"])
+async def test_no_callback_is_offered_to_a_number_the_desk_cannot_dial(caller):
+    call = ScriptedCall(None, "6", "1")
+    result = await run(call, FakeServices(estimated_wait=300), caller=caller)
+    assert "t/wait" not in call.sounds() and result.kind == "queue"       # never promised
+    assert any(step.outcome == "no_number" for step in result.path)
+
+
 async def test_callback_accepted_survives_a_hang_up_during_the_confirmation():
     result = await run(ScriptedCall(None, "6", "1", HANGUP), FakeServices(estimated_wait=300))
     assert result.kind == "callback"

@@ -377,7 +377,7 @@ INVALID = [
     ("language code", 'language = "yue"', 'language = "Cantonese"', "nodes.dialect.language",
      "'Cantonese' is not a language code such as yue, nan or zh-wuu", 'language = "Cantonese"'),
     ("transfer target", 'target = "110"', 'target = "999"', "nodes.emergency.target",
-     "'999' is not a transfer target (one of 110, 119, 120, 122)", 'target = "999"'),
+     "'999' is not a transfer target (one of 110)", 'target = "999"'),
     ("confirm without decline", 'target = "110"', 'target = "110"\nconfirm_key = "1"', "nodes.emergency.on_decline",
      "missing: with confirm_key, on_decline says where", "[nodes.emergency]"),
     ("decline without confirm", 'target = "110"', 'target = "110"\non_decline = "general"',

@@ -446,19 +446,21 @@ async def test_every_node_type_end_to_end(pg_pool, pg_dsn, redis_client, node_id
     def var(name: str, key: str) -> str | None:
         return json.loads(by_linkedid[placed[name]]["variables"]).get(key)
 
-    # self-service ended by the flow's hang-up node: HOTLINE_IVR_DONE, no missed call
-    assert var("own_order", "HOTLINE_IVR_DONE") == var("other_order", "HOTLINE_IVR_DONE") == "1"
-    assert var("gave_up", "HOTLINE_IVR_DONE") is None
+    # self-service that found the order, ended by the flow's hang-up node: HOTLINE_IVR_DONE, no
+    # missed call; an order not found is not served: called back like any IVR hang-up
+    assert var("own_order", "HOTLINE_IVR_DONE") == "1"
+    assert var("other_order", "HOTLINE_IVR_DONE") is None and var("gave_up", "HOTLINE_IVR_DONE") is None
     # 110: the transfer variable, the flow's fallback queue only as the dialplan's safety net
     assert (var("emergency", "HOTLINE_TRANSFER"), var("emergency", "HOTLINE_QUEUE")) == ("110", "hotline-general")
     assert sim.results[placed["emergency"]].emergency == "ANSWER"
     assert var("callback", "HOTLINE_CALLBACK_REQUESTED") == "1"
-    # callback tasks: the accepted offer (requested) and the caller who gave up in the menu; none
-    # for the self-service calls that the hang-up node ended, none for the 110 transfer
-    assert [(t["number"], t["reason"], t["linkedid"]) for t in tasks] == [
+    # callback tasks: the accepted offer (requested), the caller whose order was not found and the
+    # caller who gave up in the menu; none for the served self-service call or the 110 transfer
+    assert sorted((t["number"], t["reason"], t["linkedid"]) for t in tasks) == sorted([
         (PHASE_ONE["callback"][0].number, "requested", placed["callback"]),
+        (PHASE_ONE["other_order"][0].number, "ivr_hangup", placed["other_order"]),
         (PHASE_ONE["gave_up"][0].number, "ivr_hangup", placed["gave_up"]),
-    ]
+    ])
     # the found order is the caller's own, untouched; the writer gave the call an order of its own
     own = by_linkedid[placed["own_order"]]
     assert await pg_pool.fetchval("SELECT status FROM work_orders WHERE number = $1", OWN_ORDER) == "handling"
