@@ -406,3 +406,60 @@ async def test_callbacks_api_lists_and_cancels_for_supervisors_only(pg_pool, nod
             ("created", "system", None), ("cancelled", "sup", "number is a fax")]
     finally:
         await client.close()
+
+
+# ---- outcomes against the task's state (review mends) -----------------------------------------------
+
+async def _dialing(pool, task_id: int, seat: str = "PJSIP/8001") -> int:
+    """The task as the desk leaves it after sending the Originate: dialing, one attempt open."""
+    attempt = await pool.fetchval("INSERT INTO callback_attempts (task_id, attempt_no, started_at, seat)"
+                                  " VALUES ($1, 1, now(), $2) RETURNING id", task_id, seat)
+    await pool.execute("UPDATE callback_tasks SET status = 'dialing', current_attempt_id = $2 WHERE id = $1",
+                       task_id, attempt)
+    return attempt
+
+
+async def test_a_citizen_answered_while_the_callback_rang_is_not_dialled_again(pg_pool, node_id):
+    store = CallStore(pg_pool)
+    await store.record_call(make_call(CITIZEN, "abandoned", node=node_id, at=time.time() - 60), [])
+    [task] = await tasks(pg_pool)
+    attempt = await _dialing(pg_pool, task["id"])
+    await store.record_call(make_call(CITIZEN, "answered", node=node_id), [])   # the citizen got through
+    assert [t["status"] for t in await tasks(pg_pool)] == ["dialing"]          # the writer leaves it to the desk
+    desk = CallbackDesk(pg_pool, None, node_id=node_id)
+    await desk.resolve(attempt, "busy")                  # the callback's own attempt: busy (on the other call)
+    [task] = await tasks(pg_pool)
+    assert (task["status"], task["status_reason"]) == ("cancelled", "caller got through")
+
+
+async def test_the_seat_hanging_up_while_the_citizen_rings_does_not_count(pg_pool, node_id):
+    from queues.callbacks import DIAL_OUTCOMES
+
+    assert DIAL_OUTCOMES["CANCEL"] == "seat_failed"
+    await CallStore(pg_pool).record_call(make_call(CITIZEN, "abandoned", node=node_id), [])
+    [task] = await tasks(pg_pool)
+    attempt = await _dialing(pg_pool, task["id"])
+    await CallbackDesk(pg_pool, None, node_id=node_id).resolve(attempt, DIAL_OUTCOMES["CANCEL"])
+    [task] = await tasks(pg_pool)
+    assert (task["status"], task["attempts"], task["seat_failures"]) == ("pending", 0, 1)
+
+
+async def test_an_outcome_waits_out_a_postgres_outage_and_is_not_expired_meanwhile(pg_dsn, pg_pool, node_id):
+    """The fault: the desk's pool is terminated (every connection gone) while a connected outcome
+    is being written; the outcome is kept and written by a new pool once Postgres answers."""
+    import asyncpg
+
+    await CallStore(pg_pool).record_call(make_call(CITIZEN, "abandoned", node=node_id), [])
+    [task] = await tasks(pg_pool)
+    attempt = await _dialing(pg_pool, task["id"])
+    broken = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=1)
+    broken.terminate()
+    desk = CallbackDesk(broken, None, node_id=node_id, clock=lambda: time.time() + 3600)   # long timed out
+    writing = asyncio.create_task(desk._write(("outcome", attempt, "connected", {"source": "test"})))
+    await asyncio.sleep(0.5)                  # a few failed tries: still pending, not dropped
+    assert not writing.done() and attempt in desk._unwritten
+    desk.pool = pg_pool                       # Postgres is back
+    assert await desk.expire() == 0           # the timed-out attempt is not taken for lost: its outcome is coming
+    await asyncio.wait_for(writing, 10)
+    [task] = await tasks(pg_pool)
+    assert task["status"] == "connected"
