@@ -105,7 +105,7 @@ class HotlineService:
         # The IVR: the live version of the flow in Postgres (or the shipped one), run per call.
         self.ivr_store = IvrStore(pool)
         self.facts = ServiceFacts(self.ivr_store, timezone=settings.timezone,
-                                  leader_open=self.leader.leader_queue_open, live=self.node.live)
+                                  leader_open=self.leader.open_leader_queues, live=self.node.live)
         self.ivr = FlowIvr(self.ivr_store, self.catalog, self.facts)
         self.survey = SurveyIvr()   # after the seat hung up: 1 satisfied, 2 basically, 3 dissatisfied
         # Missed-call callbacks: every node's tasks are dialled on a free operator seat of the first

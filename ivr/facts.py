@@ -27,7 +27,8 @@ DEFAULT_AHT = 180.0
 
 class ServiceFacts:
     def __init__(self, store: IvrStore, *, timezone: str = "Asia/Shanghai",
-                 leader_open: Callable[[], Awaitable[str | None]] | None = None, live=None) -> None:
+                 leader_open: Callable[[], Awaitable[str | list[str] | None]] | None = None, live=None) -> None:
+        """``leader_open``: the leader queue(s) open now (queues.leader.LeaderDesk.open_leader_queues)."""
         self.store = store
         self.tz = ZoneInfo(timezone)
         self._leader_open = leader_open
@@ -36,8 +37,9 @@ class ServiceFacts:
     async def leader_open(self, queue: str) -> bool:
         if self._leader_open is None:
             return False
-        open_queue = await self._leader_open()
-        return open_queue is not None and open_queue.lower() == queue.lower()
+        opened = await self._leader_open()
+        names = [opened] if isinstance(opened, str) else list(opened or ())
+        return any(name.lower() == queue.lower() for name in names)
 
     async def topic_active(self, topic: str, now: dt.datetime) -> bool:
         return await self.store.topic_active(topic, now)

@@ -263,10 +263,9 @@ class LeaderDesk:
         rows = await self.pool.fetch(_SLOT + " WHERE s.slot_date = $1 ORDER BY s.start_time, s.id", day)
         return [s for s in map(_slot, rows) if is_live(s.__dict__, now, self.tz)]
 
-    async def leader_queue_open(self, now: float | None = None) -> str | None:
-        """The leader queue of the slot live at ``now``, or None: the IVR then uses the general queue."""
-        slots = await self.live_slots(now)
-        return slots[0].queue if slots else None
+    async def open_leader_queues(self, now: float | None = None) -> list[str]:
+        """The leader queues of every slot live at ``now`` (two leaders may hold slots at once)."""
+        return [slot.queue for slot in await self.live_slots(now)]
 
     # ---- the leader seat in the leader queue --------------------------------------------------
 

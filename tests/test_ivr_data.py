@@ -152,3 +152,14 @@ async def test_a_flow_that_ended_the_call_itself_opens_no_callback(pg_pool):
     gave_up = make_call("13800000077", "ivr_hangup", variables={"HOTLINE_IVR_CHOICE": "hangup"})
     await store.record_call(gave_up, [])   # 20 s in the IVR and hung up: called back
     assert await pg_pool.fetchval("SELECT count(*) FROM callback_tasks") == 1
+
+
+async def test_every_live_leader_slot_opens_its_queue(pg_pool):
+    from ivr.facts import ServiceFacts
+
+    async def two_slots():
+        return ["hotline-leader-a", "hotline-leader-b"]   # two leaders on two seats at once
+
+    facts = ServiceFacts(IvrStore(pg_pool), leader_open=two_slots)
+    assert await facts.leader_open("hotline-leader-b") and await facts.leader_open("HOTLINE-LEADER-A")
+    assert not await facts.leader_open("hotline-leader-c")

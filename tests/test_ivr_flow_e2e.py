@@ -402,7 +402,7 @@ async def test_every_node_type_end_to_end(pg_pool, pg_dsn, redis_client, node_id
 
         await IvrStore(pg_pool).put_topic("typhoon", {"title": "台风", "active": False}, ADMIN)
         await open_leader_slot(pg_pool, scene)
-        assert await service.leader.leader_queue_open() == "hotline-leader"
+        assert await service.leader.open_leader_queues() == ["hotline-leader"]
         placed |= await place(sim, PHASE_TWO)
         await sim.wait_idle(timeout=40)
         await until(lambda: service.writer.written >= len(placed), "every call written")

@@ -392,10 +392,10 @@ async def test_a_full_leader_slot(leader_rig, pg_pool, make_client):  # noqa: F8
 
     # before the slot: the leader queue is closed
     clock.go_to(world["start"] - 60)
-    assert await desk.leader_queue_open() is None
+    assert await desk.open_leader_queues() == []
     # the slot opens
     clock.back()
-    assert await desk.leader_queue_open() == "hotline-leader"
+    assert await desk.open_leader_queues() == ["hotline-leader"]
 
     await call(client, "POST", f"/api/operators/{world['ann']}/login", op1, {"seat": ANN})
     linkedid = await sim.place_call(ScriptedCaller(number=CITIZEN, name="Zhang", dtmf="1", dtmf_delay=0.5))
@@ -477,7 +477,7 @@ async def test_a_full_leader_slot(leader_rig, pg_pool, make_client):  # noqa: F8
 
     # the slot closes: the leader queue is closed, transfers and callbacks are refused
     clock.go_to(world["end"] + 1)
-    assert await desk.leader_queue_open() is None
+    assert await desk.open_leader_queues() == []
     closed = await call(client, "POST", f"/api/leader-slots/{slot}/transfer", op1,
                         {"order_number": citizen_no, "seat_channel": seat_channel, "mode": "attended"}, status=409)
     assert "not live" in closed["error"]
@@ -653,13 +653,13 @@ async def test_the_leader_seat_is_in_the_leader_queue_only_while_its_slot_is_liv
     await wait_until(member, 30, "the leader seat in the leader queue")
     joined = await member()
     assert (joined["Name"], joined["StateInterface"], joined["Membership"]) == ("Leader seat", LEADER_SEAT, "dynamic")
-    assert await service.leader.leader_queue_open() == "hotline-leader"
+    assert await service.leader.open_leader_queues() == ["hotline-leader"]
     # idempotent: another run changes nothing
     assert (await service.leader.sync_leader_seats())["added"] == 0
 
     # the slot ends: the member is removed (by the periodic run)
     clock.go_to(world["end"] + 1)
-    assert await service.leader.leader_queue_open() is None
+    assert await service.leader.open_leader_queues() == []
 
     async def gone() -> bool:
         return await member() is None
