@@ -141,17 +141,17 @@ def _prompts_build(settings: Settings, args: argparse.Namespace) -> int:
     from ivr.flow import parse_flow
     from ivr.prompts import Prompt, PromptError, ToolMissing, build_prompts
     from ivr.runner import shipped_flow_source
-
     from ivr.survey import survey_prompt_list
 
-    flows = [parse_flow(shipped_flow_source())]
-    if not args.no_database:
-        flows += asyncio.run(_live_flows(settings.database_url.get_secret_value()))
-    prompts, seen = [], set()
-    for name, text, audio in [p for flow in flows for p in flow.prompt_list()] + survey_prompt_list():
-        if (audio, text) not in seen:   # one sound per audio name and text
-            seen.add((audio, text))
-            prompts.append(Prompt(name=name, text=text, audio=audio))
+    # one sound per audio name: a live flow's text wins over the shipped flow's, the first live
+    # flow (by name) over the others; a flow's own prompt names may repeat across flows
+    flows = asyncio.run(_live_flows(settings.database_url.get_secret_value())) if not args.no_database else []
+    flows.append(parse_flow(shipped_flow_source()))
+    texts: dict[str, tuple[str, str]] = {}
+    for flow_name, items in [(f.name, f.prompt_list()) for f in flows] + [("survey", survey_prompt_list())]:
+        for name, text, audio in items:
+            texts.setdefault(audio, (f"{flow_name}.{name}", text))
+    prompts = [Prompt(name=name, text=text, audio=audio) for audio, (name, text) in texts.items()]
     try:
         report = build_prompts(prompts, args.sounds_dir, force=args.force, language_dir=args.language_dir)
     except (PromptError, ToolMissing) as exc:

@@ -107,7 +107,7 @@ def test_prompts_build_creates_the_flows_missing_sounds_and_keeps_recordings(tmp
 def test_prompts_build_names_a_bad_sounds_dir():
     out = run("prompts", "build", "--no-database", "--sounds-dir", "/proc/no/such/dir")
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "FAILED prompt 'welcome'" in out.stdout and "/proc/no/such/dir" in out.stdout
+    assert "FAILED prompt 'default.welcome'" in out.stdout and "/proc/no/such/dir" in out.stdout
 
 
 @pytest.mark.e2e
@@ -126,3 +126,22 @@ def test_the_demo_runs_calls_through_the_simulator_into_postgres(pg_dsn, tmp_pat
     assert summary["answered"] + summary["abandoned"] + summary["ivr_hangup"] + summary["dropped"] \
         + summary["emergency_transfer"] + summary["callback_requested"] == 12
     assert summary["calls"] == out.stderr.count("hotline.service: call ")     # one log line per call
+
+
+@pytest.mark.ivr
+async def test_prompts_build_takes_a_live_flows_own_text_and_sound_names(tmp_path, pg_dsn, pg_pool):
+    import asyncio as _asyncio
+
+    from tests.flows import install_flow
+    from ivr.runner import shipped_flow_source
+
+    # a centre's copy of the shipped flow: its own greeting text, and a sound of its own
+    custom = shipped_flow_source().replace('text = "您好，幺二三四五热线。"', 'text = "您好，这里是幺二三四五热线。"').replace(
+        'audio = "hotline/goodbye"', 'audio = "centre/goodbye"')
+    await install_flow(pg_pool, custom)
+    out = await _asyncio.to_thread(run, "prompts", "build", "--sounds-dir", str(tmp_path),
+                                   env={"HOTLINE_DATABASE_URL": pg_dsn})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "centre" / "goodbye.wav").exists()           # the live flow's own sound
+    assert (tmp_path / "hotline" / "goodbye.wav").exists()          # the shipped flow's too
+    assert "FAILED" not in out.stdout
