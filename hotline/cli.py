@@ -147,11 +147,11 @@ def _prompts_build(settings: Settings, args: argparse.Namespace) -> int:
     # flow (by name) over the others; a flow's own prompt names may repeat across flows
     flows = asyncio.run(_live_flows(settings.database_url.get_secret_value())) if not args.no_database else []
     flows.append(parse_flow(shipped_flow_source()))
-    texts: dict[str, tuple[str, str]] = {}
-    for flow_name, items in [(f.name, f.prompt_list()) for f in flows] + [("survey", survey_prompt_list())]:
-        for name, text, audio in items:
-            texts.setdefault(audio, (f"{flow_name}.{name}", text))
-    prompts = [Prompt(name=name, text=text, audio=audio) for audio, (name, text) in texts.items()]
+    texts: dict[str, str] = {}
+    for _, text, audio in [p for f in flows for p in f.prompt_list()] + survey_prompt_list():
+        texts.setdefault(audio, text)
+    # named by their sound: two flows may give one prompt name to different sounds
+    prompts = [Prompt(name=audio, text=text, audio=audio) for audio, text in texts.items()]
     try:
         report = build_prompts(prompts, args.sounds_dir, force=args.force, language_dir=args.language_dir)
     except (PromptError, ToolMissing) as exc:
