@@ -125,19 +125,27 @@ async def test_order_status_only_for_the_calling_number(pg_pool):
 
 # ---- what the IVR leaves on the call: the survey answer, a flow that ended the call itself -------
 
-@pytest.mark.parametrize("value, stored", [("satisfied", "satisfied"), ("dissatisfied", "dissatisfied"),
-                                           ("no_answer", "no_answer"), ("4\r\nx", None)])
-async def test_survey_answer_lands_on_the_call_and_its_order(pg_pool, value, stored):
+@pytest.mark.parametrize("answers, first, latest", [
+    (["satisfied"], "satisfied", "satisfied"),
+    (["dissatisfied", "basically_satisfied"], "dissatisfied", "basically_satisfied"),   # a repeat call, again
+    (["no_answer"], None, None),                                                      # asked, no answer
+])
+async def test_survey_answers_land_on_the_call_and_its_order(pg_pool, answers, first, latest):
     from tests.test_workorders import make_call
     from workorders.store import CallStore
 
-    call = make_call(variables={"HOTLINE_SURVEY": value, "HOTLINE_QUEUE": "hotline-general"})
-    result = await CallStore(pg_pool).record_call(call, [])
-    assert await pg_pool.fetchval("SELECT survey FROM calls WHERE id = $1", result.call_id) == stored
+    store = CallStore(pg_pool)
+    results = [await store.record_call(make_call("13800000055", survey=a, at=1796000000 + 60 * i), [])
+               for i, a in enumerate(answers)]
+    assert len({r.order_number for r in results}) == 1                   # the repeat call links to the order
+    assert [await pg_pool.fetchval("SELECT survey FROM calls WHERE id = $1", r.call_id) for r in results] == answers
+    order = await pg_pool.fetchrow("SELECT first_satisfaction, satisfaction FROM work_orders WHERE number = $1",
+                                   results[0].order_number)
+    assert (order["first_satisfaction"], order["satisfaction"]) == (first, latest)
     events = await pg_pool.fetch(
         "SELECT detail FROM work_order_events e JOIN work_orders o ON o.id = e.work_order_id"
-        " WHERE o.number = $1 AND e.kind = 'survey'", result.order_number)
-    assert [json.loads(e["detail"])["result"] for e in events] == ([stored] if stored else [])
+        " WHERE o.number = $1 AND e.kind = 'survey' ORDER BY e.id", results[0].order_number)
+    assert [json.loads(e["detail"])["result"] for e in events] == answers
 
 
 async def test_a_flow_that_ended_the_call_itself_opens_no_callback(pg_pool):

@@ -46,7 +46,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from recordings.check import RecordingCheck
-from telephony.model import ABANDONED, ANSWERED, DROPPED, IVR_HANGUP, QUEUE_TIMEOUT, FinishedCall
+from telephony.model import (ABANDONED, ANSWERED, DROPPED, IVR_HANGUP, QUEUE_TIMEOUT, SURVEY_NO_ANSWER, SURVEY_VALUES,
+                             FinishedCall)
 from workorders.numbering import next_order_number, order_day
 
 OPEN_EXCLUDED = ("closed", "archived")
@@ -93,8 +94,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (node, linkedid) DO NOTHING
 RETURNING id
 """
-# HOTLINE_SURVEY as the survey sets it -> calls.survey (anything else is not a survey answer)
-SURVEY_RESULTS = {v: v for v in ("satisfied", "basically_satisfied", "dissatisfied", "no_answer")}
+_SATISFACTION = """
+UPDATE work_orders SET satisfaction = $2, first_satisfaction = coalesce(first_satisfaction, $2), updated_at = now()
+WHERE id = $1
+"""
 _ORDER_EVENT = "INSERT INTO work_order_events (work_order_id, kind, actor, detail) VALUES ($1, $2, 'system', $3::jsonb)"
 _MOVE_NOTES = """
 WITH moved AS (DELETE FROM call_notes WHERE node = $1 AND linkedid = $2 RETURNING id, kind, actor, at, detail)
@@ -198,10 +201,11 @@ class CallStore:
         await conn.executemany(_CALL_EVENT, [
             (call_id, seq, _ts(e.at), _text(e.kind), _json(dict(e.detail))) for seq, e in enumerate(call.timeline)])
         await conn.executemany(_RECORDING, _recording_rows(call_id, call, recordings))
-        survey = SURVEY_RESULTS.get((call.variables or {}).get("HOTLINE_SURVEY", ""))
-        if survey is not None:   # the satisfaction survey after the seat hung up (ivr/survey.py)
-            await conn.execute("UPDATE calls SET survey = $2 WHERE id = $1", call_id, survey)
-            await conn.execute(_ORDER_EVENT, order_id, "survey", _json({**about, "result": survey}))
+        if call.survey in SURVEY_VALUES:   # the satisfaction survey after the seat hung up (ivr/survey.py)
+            await conn.execute("UPDATE calls SET survey = $2 WHERE id = $1", call_id, call.survey)
+            if call.survey != SURVEY_NO_ANSWER:
+                await conn.execute(_SATISFACTION, order_id, call.survey)
+            await conn.execute(_ORDER_EVENT, order_id, "survey", _json({**about, "result": call.survey}))
         if not is_anonymous(number):
             await self._callback(conn, call, number, call_id, order_id)
         return RecordResult(call_id, order_number, order is None, False)
