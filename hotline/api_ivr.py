@@ -105,7 +105,9 @@ class IvrApi:
         body = _object(await request.read())
 
         async def run():
-            v = await self.desk(request).store.activate(request.match_info["name"], body.get("version"), _actor(user))
+            desk = self.desk(request)
+            v = await desk.store.activate(request.match_info["name"], body.get("version"), _actor(user),
+                                          validate=desk.validate)
             return v.summary()
         return await self._run(run())
 

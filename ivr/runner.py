@@ -47,6 +47,8 @@ class FlowIvr:
         self.flow_name = flow_name
         self.shipped = parse_flow(shipped_flow_source())   # a broken shipped flow stops the start
         self._cache: dict[int, Flow] = {}
+        self._invalid: set[int] = set()   # live versions that failed validation when loaded
+        catalog.on_change(lambda _queues: self._invalid.clear())   # a queue back: worth another try
         self._current: tuple[int, Flow] = (0, self.shipped)
         self._failing = False
 
@@ -76,7 +78,7 @@ class FlowIvr:
             version = await asyncio.wait_for(self.store.live_version_number(self.flow_name), LOOKUP_TIMEOUT)
             if version is None:
                 self._current = (0, self.shipped)
-            elif version != self._current[0]:
+            elif version != self._current[0] and version not in self._invalid:
                 flow = self._cache.get(version)
                 if flow is None:
                     saved = await asyncio.wait_for(self.store.flow_version(self.flow_name, version), LOOKUP_TIMEOUT)
@@ -87,8 +89,9 @@ class FlowIvr:
                 log.info("IVR: flow versions readable again")
             self._failing = False
         except FlowError as exc:
-            log.error("IVR: flow %s's live version no longer validates (%s); running version %d",
-                      self.flow_name, "; ".join(exc.messages[:3]), self._current[0])
+            self._invalid.add(version)   # not fetched again for every call (a save makes a new version)
+            log.error("IVR: flow %s version %d no longer validates (%s); running version %d",
+                      self.flow_name, version, "; ".join(exc.messages[:3]), self._current[0])
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if not self._failing:
                 log.warning("IVR: Postgres unreachable (%s); new calls run flow version %d",

@@ -127,7 +127,12 @@ class IvrStore:
                 await self._set_live(conn, name, version, actor)
         return FlowVersion(**dict(row), live=activate)
 
-    async def activate(self, name: str, version: Any, actor: Actor) -> FlowVersion:
+    async def activate(self, name: str, version: Any, actor: Actor, *,
+                       validate: Callable[[str], Any] | None = None) -> FlowVersion:
+        """Make a saved version live (a rollback), after ``validate`` accepts it again: a queue it
+        names may have been deleted since it was saved."""
+        from ivr.flow import FlowError
+
         name = check_flow_name(name)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise bad("version", "a version number (1 or more)")
@@ -136,6 +141,12 @@ class IvrStore:
             row = await conn.fetchrow("SELECT * FROM ivr_flow_versions WHERE name = $1 AND version = $2", name, version)
             if row is None:
                 raise IvrDataError(404, f"flow {name} has no version {version}", "version")
+            if validate is not None:
+                try:
+                    validate(row["source"])
+                except FlowError as exc:
+                    raise IvrDataError(409, f"version {version} no longer validates; the live version stays",
+                                       "version", list(exc.messages)) from None
             await self._set_live(conn, name, version, actor)
         return FlowVersion(**dict(row), live=True)
 
@@ -147,12 +158,6 @@ class IvrStore:
             name, version, actor.login)
         await _audit(conn, actor, "ivr_flow", name, "update" if before is not None else "create",
                      None if before is None else {"live": before}, {"live": version}, entity_id=version)
-
-    async def live_flow(self, name: str) -> FlowVersion | None:
-        """The version new calls of this flow run, or None (none saved yet)."""
-        row = await self.pool.fetchrow(
-            "SELECT v.* FROM ivr_flow_live l JOIN ivr_flow_versions v USING (name, version) WHERE l.name = $1", name)
-        return None if row is None else FlowVersion(**dict(row), live=True)
 
     async def live_version_number(self, name: str) -> int | None:
         return await self.pool.fetchval("SELECT version FROM ivr_flow_live WHERE name = $1", name)

@@ -176,3 +176,19 @@ async def test_a_leader_queue_is_reached_only_through_a_leader_node(pg_pool):
     with pytest.raises(FlowError) as err:
         runner.validate(leader_to_general)
     assert any("nodes.lead.queue" in m and "not a leader queue" in m for m in err.value.messages)
+
+
+async def test_a_rollback_to_a_version_naming_a_deleted_queue_is_refused(ivr, pg_pool):
+    client, runner = ivr
+    boss = await token_of(client, "boss")
+    await pg_pool.execute("INSERT INTO queues (name, purpose) VALUES ('hotline-typhoon', 'special')")
+    await runner.catalog.reload()
+    await call(client, "POST", "/api/ivr/flows/main/versions", boss,
+               {"source": menu_flow({"1": "hotline-typhoon"})}, status=201)
+    await call(client, "POST", "/api/ivr/flows/main/versions", boss,
+               {"source": menu_flow({"1": "hotline-general"})}, status=201)
+    await pg_pool.execute("DELETE FROM queues WHERE name = 'hotline-typhoon'")   # the season is over
+    await runner.catalog.reload()
+    answer = await call(client, "POST", "/api/ivr/flows/main/live", boss, {"version": 1}, status=409)
+    assert any("hotline-typhoon" in f["message"] for f in answer["fields"])
+    assert (await runner.current())[0] == 2                                    # the live version stays
