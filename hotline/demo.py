@@ -50,7 +50,7 @@ def _free_port(host: str) -> int:
 
 def synthetic_caller(rng: random.Random, population: list[str]) -> ScriptedCaller:
     """A citizen: 65% wait for a seat, 20% give up while waiting, 15% hang up in the IVR. The keys
-    of the shipped flow: 1 general, 2 business environment, 3 dialect, 0 emergency (110), none;
+    of the shipped flow: 1 general, 2 business environment, 3 dialect, 0 then 1 emergency (110), none;
     after the seat hangs up two in three answer the survey (1, 2 or 3, or a silence)."""
     kind = rng.random()
     if kind < 0.65:
@@ -59,7 +59,7 @@ def synthetic_caller(rng: random.Random, population: list[str]) -> ScriptedCalle
         patience = rng.uniform(15, 40)
     else:
         patience = rng.uniform(1, 3)
-    dtmf = rng.choices(["1", "2", "3", "0", None], weights=[45, 20, 5, 2, 28])[0]
+    dtmf = rng.choices(["1", "2", "3", "01", None], weights=[45, 20, 5, 2, 28])[0]   # 0 then 1: confirmed 110
     survey = rng.choices(["1", "2", "3", "", None], weights=[40, 15, 5, 7, 33])[0]
     return ScriptedCaller(
         number=rng.choice(population), name=rng.choice(NAMES), dtmf=dtmf, dtmf_delay=rng.uniform(0.5, 2.0),

@@ -227,11 +227,14 @@ async def test_emergency_not_confirmed_goes_to_on_decline(answer, outcome):
     assert outcomes(result)[-2] == ("emergency", outcome)
 
 
-async def test_emergency_without_confirmation_transfers_after_the_advice():
-    call = ScriptedCall("0")
+@pytest.mark.parametrize("key, kind, queue", [("1", "transfer", "hotline-general"), ("", "queue", "hotline-general"),
+                                              ("5", "queue", "hotline-general")])
+async def test_the_shipped_flow_transfers_to_110_only_on_the_confirm_key(key, kind, queue):
+    call = ScriptedCall("0", key)
     result = await run(call, flow=DEFAULT)
     assert call.sounds() == ["hotline/welcome", "hotline/emergency-110"]
-    assert (result.kind, result.target, result.flow_choice) == ("transfer", "110", "0")
+    assert (result.kind, result.queue) == (kind, queue)
+    assert (result.target == "110") == (kind == "transfer")
 
 
 # --------------------------------------------------------------------------- order status
@@ -504,8 +507,8 @@ async def test_agi_default_flow_key_during_greeting_and_a_dialect_with_its_langu
 async def test_agi_emergency_sets_the_transfer_and_a_fallback_queue():
     _, (result,) = await agi_run([
         ANSWER, (WELCOME, ["200 result=48 endpos=3000"]),                     # '0'
-        ('STREAM FILE hotline/emergency-110 ""', ["200 result=0 endpos=24000"]),
-        *route_vars("0", extra=[('SET VARIABLE HOTLINE_TRANSFER "110"', OK)])])
+        ("GET DATA hotline/emergency-110 5000 1", ["200 result=1"]),        # confirmed
+        *route_vars("0-transfer_yes", extra=[('SET VARIABLE HOTLINE_TRANSFER "110"', OK)])])
     assert (result.kind, result.target) == ("transfer", "110")
 
 

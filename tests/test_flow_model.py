@@ -219,7 +219,8 @@ def test_default_flow_menu_keys_and_no_key_route():
     assert targets["1"].queue == "hotline-general"
     assert targets["2"].queue == "hotline-business"
     assert targets["3"].queue == "hotline-dialect" and targets["3"].language
-    assert targets["0"].type == "emergency" and targets["0"].target == "110" and targets["0"].confirm_key is None
+    assert targets["0"].type == "emergency" and targets["0"].target == "110"
+    assert (targets["0"].confirm_key, targets["0"].on_decline) == ("1", "general")   # a misdialled 0 never reaches 110
     assert targets["9"].type == "order_status"
     assert flow.nodes[menu.on_timeout].queue == "hotline-general"
 
@@ -378,9 +379,9 @@ INVALID = [
      "'Cantonese' is not a language code such as yue, nan or zh-wuu", 'language = "Cantonese"'),
     ("transfer target", 'target = "110"', 'target = "999"', "nodes.emergency.target",
      "'999' is not a transfer target (one of 110)", 'target = "999"'),
-    ("confirm without decline", 'target = "110"', 'target = "110"\nconfirm_key = "1"', "nodes.emergency.on_decline",
+    ("confirm without decline", 'on_decline = "general"         # no key', '# no key', "nodes.emergency.on_decline",
      "missing: with confirm_key, on_decline says where", "[nodes.emergency]"),
-    ("decline without confirm", 'target = "110"', 'target = "110"\non_decline = "general"',
+    ("decline without confirm", 'confirm_key = "1"              # 0 is', '# 0 is',
      "nodes.emergency.on_decline",
      "only with confirm_key", "on_decline ="),
     ("barge-in before a queue", 'next = "main_menu"', 'next = "general"', "nodes.welcome.barge_in",
