@@ -359,6 +359,8 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         " same => n,Set(HOTLINE_PRIORITY=)",
         " same => n,Set(HOTLINE_TRANSFER=)",
         " same => n,Set(HOTLINE_CALLBACK_REQUESTED=)",
+        " same => n,Set(HOTLINE_IVR_DONE=)",
+        " same => n,Set(HOTLINE_SURVEY=)",
         " ; The IVR (FastAGI) sets HOTLINE_QUEUE, HOTLINE_QUEUE_TIMEOUT, HOTLINE_PRIORITY and more.",
         " ; If the service is down AGI() fails within 2 s (AGISTATUS=FAILURE) and the call goes on.",
         f" same => n,AGI({agi_url})",
