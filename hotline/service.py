@@ -111,7 +111,7 @@ class HotlineService:
         # Missed-call callbacks: every node's tasks are dialled on a free operator seat of the first
         # node (the seats' PBX; see docs/architecture.md), seat first, through its trunk.
         self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
-                                      operators=self.desk, node_id=None,
+                                      operators=self.desk, node_id=None, waiting=self.node.live.waiting_counts,
                                       policy=CallbackPolicy(ivr_hangup_after_seconds=cb.ivr_hangup_after_seconds,
                                                             max_attempts=cb.max_attempts,
                                                             retry_spacing_seconds=cb.retry_spacing_seconds))

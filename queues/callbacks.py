@@ -205,7 +205,8 @@ class CallbackDesk:
     def __init__(self, pool: asyncpg.Pool, actions: PbxActions | None, *, owning: Callable[[], bool] = lambda: True,
                  free_seat: Callable[[], Awaitable[str | None]] | None = None, operators: Any = None,
                  node_id: str | None = None, policy: CallbackPolicy | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 waiting: Callable[[], Awaitable[dict[str, int]]] | None = None) -> None:
         """``free_seat``: an async callable naming a seat free now (or None); without it the
         operator desk ``operators`` (queues.operators.OperatorDesk) is read; with neither, no seat
         is ever free. ``node_id``: the node whose tasks this desk dials (None: every task)."""
@@ -214,6 +215,7 @@ class CallbackDesk:
         self.owning = owning
         self.operators = operators
         self.free_seat = free_seat if free_seat is not None else self.operator_seat
+        self.waiting = waiting   # callers waiting per queue now (queues.live.LiveStats.waiting_counts)
         self.node_id = node_id
         self.policy = policy or CallbackPolicy()
         self.clock = clock
@@ -228,14 +230,31 @@ class CallbackDesk:
     # ---- seats ----------------------------------------------------------------------------------
 
     async def operator_seat(self) -> str | None:
-        """The seat of the operator available longest whose device is free (None: nobody)."""
+        """The seat of the operator available longest whose device is free and none of whose
+        queues has a caller waiting (None: nobody). Inbound callers come first: the 15 s answer
+        standard is about them, and a callback taken from a surge makes more missed calls. While
+        the waiting counts cannot be read (Redis down), nobody is dialled: the tasks wait."""
         desk = self.operators
         if desk is None:
             return None
-        free = sorted((m.state.since, m.state.seat) for m in list(desk.machines.values())
-                      if m.state.status is Status.AVAILABLE and m.state.seat and m.state.device in FREE_DEVICE)
+        waiting: dict[str, int] = {}
+        if self.waiting is not None:
+            try:
+                waiting = await self.waiting()
+            except Exception as exc:  # noqa: BLE001 - unknown: inbound callers might be waiting
+                log.warning("callbacks: waiting callers unknown (%s); no callback dialled now", type(exc).__name__)
+                return None
+        free = []
+        for oid, m in list(desk.machines.items()):
+            if m.state.status is not Status.AVAILABLE or not m.state.seat or m.state.device not in FREE_DEVICE:
+                continue
+            info = desk.info.get(oid)
+            queues = [q for q, _ in info.skills] if info is not None else []
+            if any(waiting.get(q, 0) > 0 for q in queues):
+                continue
+            free.append((m.state.since, m.state.seat))
         async with self.pool.acquire() as conn:
-            for _, seat in free:
+            for _, seat in sorted(free):
                 if not await conn.fetchval(_SEAT_HELD, seat):
                     return seat
         return None

@@ -479,6 +479,11 @@ class LiveStats:
 
     # -- the snapshot -------------------------------------------------------------------------------
 
+    async def waiting_counts(self) -> dict[str, int]:
+        """Callers waiting per queue now (app_queue's own counts); raises when Redis is down."""
+        raw = await self.redis.hgetall(f"{self.prefix}:waiting")
+        return {queue: max(0, int(n)) for queue, n in raw.items()}
+
     async def snapshot(self, at: float) -> dict:
         """Everything live, from Redis only; ``at`` (epoch seconds) picks the day and ages the waits."""
         day = self._day(at)

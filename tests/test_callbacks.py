@@ -463,3 +463,32 @@ async def test_an_outcome_waits_out_a_postgres_outage_and_is_not_expired_meanwhi
     await asyncio.wait_for(writing, 10)
     [task] = await tasks(pg_pool)
     assert task["status"] == "connected"
+
+
+async def test_no_callback_takes_a_seat_while_its_queue_has_callers_waiting(pg_pool, redis_client, node_id):
+    """The seat finder over a desk's states and the live view's waiting counts in real Redis."""
+    from types import SimpleNamespace
+
+    from queues.live import LiveStats
+    from queues.operator_state import OperatorState, Status
+    from queues.operators import OperatorInfo
+
+    def operator(seat: str, since: float, queue: str):
+        state = OperatorState(operator=seat, status=Status.AVAILABLE, since=since, seat=seat, device=1)
+        return SimpleNamespace(state=state), OperatorInfo(seat, None, ((queue, 0),))
+
+    (m1, i1), (m2, i2) = operator("PJSIP/8001", 1.0, "hotline-general"), operator("PJSIP/8002", 2.0, "hotline-business")
+    desk_states = SimpleNamespace(machines={1: m1, 2: m2}, info={1: i1, 2: i2})
+    live = LiveStats(redis_client, node_id)
+    desk = CallbackDesk(pg_pool, None, operators=desk_states, waiting=live.waiting_counts)
+    assert await desk.operator_seat() == "PJSIP/8001"                  # nobody waits: the longest available
+    await redis_client.hset(f"hotline:{node_id}:waiting", mapping={"hotline-general": 2})
+    assert await desk.operator_seat() == "PJSIP/8002"                  # general has callers: not its seat
+    await redis_client.hset(f"hotline:{node_id}:waiting", mapping={"hotline-business": 1})
+    assert await desk.operator_seat() is None                          # both queues busy: callbacks wait
+
+    async def redis_down() -> dict:
+        raise ConnectionError("Redis is down")
+    desk.waiting = redis_down
+    await redis_client.delete(f"hotline:{node_id}:waiting")
+    assert await desk.operator_seat() is None                          # unknown: inbound callers first
