@@ -43,7 +43,8 @@ replaces the whole hash from memory and publishes only the records Redis did not
 states recover after an outage instead of waiting for each operator's next change.
 
 Figures (per queue, and in total under ``today``): offered (total: every call; per queue: every
-call that reached it), answered, abandoned (abandoned + queue_timeout), dropped (Asterisk restarted
+call that reached it, a queue it overflowed from included), answered, abandoned (abandoned +
+queue_timeout; per queue also each caller it lost to an overflow), dropped (Asterisk restarted
 under the call; kept apart), emergency_transfer and callback_requested (total only: calls the IVR
 sent to 110 or that asked to be called back; they never wait in a queue, so they count in no
 queue's figures), queued (total only: calls that reached a queue), answered_within_sl
@@ -454,6 +455,12 @@ class LiveStats:
         elif call.queue:
             sums["queued"] = 1
             sums[f"offered{_SEP}{call.queue}"] = 1
+            # a queue the call overflowed from was offered it too, and missed it (its timeout)
+            for entry in call.timeline:
+                left = entry.detail.get("from_queue") if entry.kind == "queue_overflow" else None
+                if left and left != call.queue:
+                    sums[f"offered{_SEP}{left}"] = 1
+                    sums[f"abandoned{_SEP}{left}"] = sums.get(f"abandoned{_SEP}{left}", 0) + 1
         if call.outcome == ANSWERED:
             add("answered")
             if call.hold_seconds is not None:

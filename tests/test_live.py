@@ -4,6 +4,7 @@ replays, service level / ASA / AHT, longest wait, seat states, the published mes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
@@ -533,3 +534,23 @@ async def test_the_ivr_s_own_endings_count_in_no_queue(redis_client, node_id):
     assert (snap["today"]["emergency_transfer"], snap["today"]["callback_requested"]) == (1, 1)
     general = snap["queues"]["hotline-general"]
     assert (general["today"]["offered"], general["service_level"]) == (1, 1.0)
+
+
+async def test_a_queue_that_a_call_overflowed_from_counts_it_offered_and_missed(redis_client, node_id):
+    from telephony.model import TimelineEntry
+
+    live = LiveStats(redis_client, node_id, queues=[QueueConfig(name="hotline-dialect"),
+                                                    QueueConfig(name="hotline-general")])
+    hopped = call("answered", queue="hotline-general", hold=70)
+    hopped = dataclasses.replace(hopped, timeline=(
+        TimelineEntry(NOON + 2, "queue_join", {"queue": "hotline-dialect"}),
+        TimelineEntry(NOON + 62, "queue_overflow", {"from_queue": "hotline-dialect", "to_queue": "hotline-general",
+                                                    "waited": 60})))
+    async with running(live):
+        live.push_call(hopped)
+        assert await live.drain()
+    snap = await live.snapshot(NOON + 100)
+    dialect, general = snap["queues"]["hotline-dialect"]["today"], snap["queues"]["hotline-general"]["today"]
+    assert (dialect["offered"], dialect["abandoned"], dialect["answered"]) == (1, 1, 0)
+    assert (general["offered"], general["answered"]) == (1, 1)
+    assert (snap["today"]["offered"], snap["today"]["queued"], snap["today"]["abandoned"]) == (1, 1, 0)
