@@ -10,7 +10,7 @@ variables the dialplan reads, each value checked against a whitelist (never the 
 - HOTLINE_LANGUAGE     a language code, when the flow chose one (yue, nan, ...)
 - HOTLINE_TRANSFER     110 when the flow ends in a transfer
 - HOTLINE_CALLBACK_REQUESTED  1 when the caller accepted a callback
-- HOTLINE_CATEGORY, HOTLINE_QUEUE_TIMEOUT  from the queue (``queue_lookup``), as ivr/menu.py did
+- HOTLINE_CATEGORY, HOTLINE_QUEUE_TIMEOUT  from the queue (``queue_lookup``: the catalog's)
 - HOTLINE_PRIORITY     0..10, the caller's QUEUE_PRIO (the dialplan only takes small numbers)
 - HOTLINE_QUEUE        last: the dialplan treats it as "the IVR finished"
 
