@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -37,16 +38,26 @@ def _hash(password: str) -> str:
     return auth.hash_password(password)  # argon2 takes a while: once per run and password
 
 
-@pytest.fixture
-async def api(pg_pool):
+@contextlib.asynccontextmanager
+async def api_client(pg_pool, **state):
+    """A test client of the API on ``pg_pool`` with one user per role; ``state``: more application
+    state (AppKey name -> value, e.g. the IVR desk)."""
     app = web.Application()
     app[PG_POOL] = pg_pool
+    for key, value in state.values():
+        app[key] = value
     add_api_routes(app, PG_POOL)
     # the users, as auth.create_user writes them (test_..._secrets_never_logged runs create_user itself)
     for login, role in ROLES.items():
         await pg_pool.execute("INSERT INTO users (login, display_name, role, password_hash) VALUES ($1, $1, $2, $3)",
                               login, role, _hash(PASSWORDS[login]))
     async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+@pytest.fixture
+async def api(pg_pool):
+    async with api_client(pg_pool) as client:
         yield client
 
 

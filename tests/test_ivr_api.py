@@ -21,22 +21,10 @@ pytestmark = pytest.mark.ivr
 
 @pytest.fixture
 async def ivr(pg_pool):
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from hotline.api import add_api_routes
-    from hotline.app import PG_POOL
-    from tests.test_api import PASSWORDS, ROLES, _hash
+    from tests.test_api import api_client
 
     runner = FlowIvr(IvrStore(pg_pool), QueueCatalog(Settings(), pg_pool), ServiceFacts(IvrStore(pg_pool)))
-    app = web.Application()
-    app[PG_POOL] = pg_pool
-    app[IVR_DESK] = runner
-    add_api_routes(app, PG_POOL)
-    for login, role in ROLES.items():
-        await pg_pool.execute("INSERT INTO users (login, display_name, role, password_hash) VALUES ($1, $1, $2, $3)",
-                              login, role, _hash(PASSWORDS[login]))
-    async with TestClient(TestServer(app)) as client:
+    async with api_client(pg_pool, ivr=(IVR_DESK, runner)) as client:
         yield client, runner
 
 

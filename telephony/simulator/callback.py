@@ -49,12 +49,10 @@ async def _recording(oc: OriginateCall, out: Channel) -> Path:
     return path
 
 
-async def dial_citizen(oc: OriginateCall, out: Channel, seat_until: float) -> tuple[bool, int, Path]:
-    """Run the callback dialplan on the answered seat channel: (citizen answered, talk s, file)."""
-    core, bus, clock, number = oc.core, oc.bus, oc.core.clock, out.exten
-    out.runs_pbx = True
-    path = await _recording(oc, out)
-    rec_start = clock.now()
+def dial_trunk(oc: OriginateCall, out: Channel):
+    """The callback dialplan's Dial of the citizen through the trunk: the Newexten, the trunk
+    channel and its DialBegin; the channel, ringing from here."""
+    core, bus, number = oc.core, oc.bus, out.exten
     ev.newexten(bus, out, "Dial", f"PJSIP/{number}@{TRUNK},{DIAL_TIMEOUT:g}", priority=2)
     callee = core.channels.device(f"PJSIP/{TRUNK}", out.linkedid, "default", number)
     callee.owner = oc
@@ -63,6 +61,16 @@ async def dial_citizen(oc: OriginateCall, out: Channel, seat_until: float) -> tu
     callee.cid_num, callee.conn_num, callee.conn_name = number, out.cid_num, out.cid_name
     ev.newchannel(bus, callee)
     ev.dial_begin(bus, out, callee, f"{number}@{TRUNK}")
+    return callee
+
+
+async def dial_citizen(oc: OriginateCall, out: Channel, seat_until: float) -> tuple[bool, int, Path]:
+    """Run the callback dialplan on the answered seat channel: (citizen answered, talk s, file)."""
+    core, bus, clock, number = oc.core, oc.bus, oc.core.clock, out.exten
+    out.runs_pbx = True
+    path = await _recording(oc, out)
+    rec_start = clock.now()
+    callee = dial_trunk(oc, out)
     behaviour = core.behaviour(number)
     answers = behaviour.answers and behaviour.answer_after <= DIAL_TIMEOUT
     ev.newstate(bus, callee, RINGING)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from telephony.simulator import chanevents as ev
 from telephony.simulator import spy
-from telephony.simulator.callback import CALLBACK_CONTEXT, DIAL_TIMEOUT, TRUNK, _recording, dial_citizen
+from telephony.simulator.callback import CALLBACK_CONTEXT, _recording, dial_citizen, dial_trunk
 from telephony.simulator.caller import SimOriginateResult
 from telephony.simulator.bus import CALL
 from telephony.simulator.channels import RINGING, UNKNOWN, UP, Channel
@@ -50,17 +50,10 @@ class BusyLine(SeatBehaviour):
 
 async def dial_busy_citizen(oc: "OriginateCall", out: Channel) -> tuple[bool, int, object]:
     """The callback dialplan against a busy line: Dial ends at once with BUSY (cause 17)."""
-    core, bus, number = oc.core, oc.bus, out.exten
+    core, bus = oc.core, oc.bus
     out.runs_pbx = True
     path = await _recording(oc, out)
-    ev.newexten(bus, out, "Dial", f"PJSIP/{number}@{TRUNK},{DIAL_TIMEOUT:g}", priority=2)
-    callee = core.channels.device(f"PJSIP/{TRUNK}", out.linkedid, "default", number)
-    callee.owner = oc
-    oc.channels.append(callee)
-    core.channels.processed += 1
-    callee.cid_num, callee.conn_num, callee.conn_name = number, out.cid_num, out.cid_name
-    ev.newchannel(bus, callee)
-    ev.dial_begin(bus, out, callee, f"{number}@{TRUNK}")
+    callee = dial_trunk(oc, out)
     ev.dial_end(bus, out, callee, "BUSY")
     ev.varset(bus, out, "DIALSTATUS", "BUSY")
     ev.hangup(bus, core.channels, callee, 17)
