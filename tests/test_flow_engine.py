@@ -797,3 +797,61 @@ def test_any_valid_flow_and_any_input_ends_in_a_route_or_hang_up(text, events, a
     assert names[0] == "HOTLINE_IVR_CHOICE"
     if result.kind != "hangup":
         assert names[-1] == "HOTLINE_QUEUE" and session.commands[-1][1] in flow.queues()
+
+
+async def _asterisk(port: int, keys: list[str]) -> list[str]:
+    """Asterisk's side of one FastAGI session, answering every command as Asterisk 22 does for a
+    live channel; each GET DATA takes the next of ``keys`` ("" times out). The commands sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(("\n".join(HEADERS) + "\n\n").encode())
+    keys, sent = list(keys), []
+    while line := (await asyncio.wait_for(reader.readline(), 5)).decode().rstrip("\n"):
+        sent.append(line)
+        if line.startswith("GET DATA"):
+            key = keys.pop(0) if keys else ""
+            reply = f"200 result={key}" if key else "200 result= (timeout)"
+        elif line.startswith("STREAM FILE"):
+            reply = "200 result=0 endpos=8000"
+        elif line.startswith(("SET VARIABLE", "HANGUP")):
+            reply = "200 result=1"
+        else:
+            reply = "200 result=0"
+        writer.write((reply + "\n").encode())
+        await writer.drain()
+    writer.close()
+    return sent
+
+
+async def test_every_node_type_over_a_scripted_agi_session():
+    """Each path of the every-node flow through the real FastAGI server and AGI protocol: between
+    them the calls pass every node type, and each ends with the variables the dialplan reads."""
+    from ivr.flow import Node
+
+    services = FakeServices(leader_open=lambda queue: True, topic_active=True, in_hours=True,
+                            caller_lists={"elderly"}, estimated_wait=300,
+                            order_status=lambda no, number: "handling" if no == ORDER else None)
+    results: list[FlowResult] = []
+
+    async def route(session):
+        results.append(await run_agi_flow(session, EVERY, services, QUEUE_INFO.get, now=NOW, service_timeout=0.5))
+
+    server = FastAgiServer()
+    server.add_route("ivr", route)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        paths = {"menu": ["1"], "hours": ["2"], "language": ["3", "1"], "leader": ["4"], "order": ["5", ORDER],
+                 "callback": ["6", "1"], "emergency": ["0", "1"], "bye": ["8"]}
+        sent = {name: await _asterisk(port, keys) for name, keys in paths.items()}
+    finally:
+        await server.stop()
+    visited = {step.type for result in results for step in result.path}
+    all_types = {cls.model_fields["type"].annotation.__args__[0] for cls in Node.__subclasses__()}
+    assert visited == all_types, all_types - visited
+    by = dict(zip(paths, results))
+    assert (by["leader"].kind, by["leader"].queue) == ("queue", "hotline-leader")
+    assert by["callback"].kind == "callback" and 'SET VARIABLE HOTLINE_CALLBACK_REQUESTED "1"' in sent["callback"]
+    assert by["emergency"].kind == "transfer" and 'SET VARIABLE HOTLINE_TRANSFER "110"' in sent["emergency"]
+    assert by["bye"].kind == "hangup" and sent["bye"][-1] == "HANGUP"
+    assert by["menu"].priority == 3 and 'SET VARIABLE HOTLINE_PRIORITY "3"' in sent["menu"]   # elderly boost
+    for name in ("menu", "hours", "language", "leader", "callback", "emergency"):   # routed: the queue last
+        assert sent[name][-1].startswith("SET VARIABLE HOTLINE_QUEUE "), name
