@@ -35,8 +35,9 @@ between two queues are not counted.
 The IVR's own endings (the generated dialplan acts on them right after the IVR): with
 HOTLINE_TRANSFER=110 the dialplan dials 110 from the channel the IVR ran on; that channel's
 DialBegin is the ``emergency_dial`` step and its DialEnd ``emergency_answered`` or
-``emergency_failed`` (with the DialStatus). A call that dialled 110 and never reached a queue is
-``emergency_transfer`` (answered by 110 or not: the caller was sent there and is no missed call);
+``emergency_failed`` (with the DialStatus). A call that 110 answered and that never reached a
+queue is ``emergency_transfer``; one that hung up while 110 rang never reached help and is an
+``ivr_hangup`` (a missed call, called back);
 one whose 110 dial failed and that went on to the queue has the queue's outcome (the
 ``queue`` of a transfer is None: the IVR's HOTLINE_QUEUE was only its fallback). With
 HOTLINE_CALLBACK_REQUESTED=1 and no queue the call is ``callback_requested``. After a seat hung up
@@ -352,7 +353,7 @@ class CallTracker:
         queued = call.joined or call.abandoned
         if call.answered_at is not None:
             outcome = ANSWERED
-        elif not queued and call.emergency_at is not None:
+        elif not queued and call.emergency_at is not None and call.emergency_status == "ANSWER":
             outcome = EMERGENCY_TRANSFER
         elif not queued and call.variables.get("HOTLINE_CALLBACK_REQUESTED") == "1":
             outcome = CALLBACK_REQUESTED

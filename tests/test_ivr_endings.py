@@ -125,7 +125,7 @@ def test_emergency_transfer_answered_by_110_is_no_missed_call():
     assert call.timeline[-1].detail["outcome"] == "emergency_transfer"
 
 
-def test_caller_hanging_up_while_110_rings_is_still_an_emergency_transfer():
+def test_caller_hanging_up_while_110_rings_is_a_missed_call():
     events = ivr(5.0, **EMERGENCY_IVR) + recorded(5.1) + [
         ami("Newchannel", 5.2, POLICE),
         ami("DialBegin", 5.2, CALLER, DialString="110@hotline-trunk", **dest(POLICE)),
@@ -134,7 +134,7 @@ def test_caller_hanging_up_while_110_rings_is_still_an_emergency_transfer():
         ami("Hangup", 9.1, CALLER, Cause=16),
     ]
     call = finish(events)
-    assert call.outcome == "emergency_transfer"
+    assert call.outcome == "ivr_hangup"          # 110 never answered: no help reached, called back
     failed = next(e for e in call.timeline if e.kind == "emergency_failed")
     assert failed.detail == {"status": "CANCEL"}
 
@@ -475,10 +475,10 @@ async def test_sim_caller_hanging_up_while_110_rings(path):
     sim, client, _agi = await path(EMERGENCY)
     sim.set_seat_behaviour("110", SeatBehaviour(answers=False))
     result, frames, call = await place(sim, client, ScriptedCaller(number="13800138009", patience=4.0))
-    assert (result.outcome, result.emergency) == ("emergency_transfer", "CANCEL")
+    assert (result.outcome, result.emergency) == ("ivr_hangup", "CANCEL")
     assert [f["DialStatus"] for f in names_of(frames, "DialEnd")] == ["CANCEL"]
     assert not names_of(frames, "QueueCallerJoin")
-    assert (call.outcome, call.queue) == ("emergency_transfer", None) and "emergency_failed" in kinds(call)
+    assert call.outcome == "ivr_hangup" and "emergency_failed" in kinds(call)
 
 
 async def test_sim_callback_request_hangs_up_without_queue(path):

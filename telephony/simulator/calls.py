@@ -26,7 +26,7 @@ with the caller (DialEnd ANSWER ... BridgeLeave, Hangup, DIALSTATUS=ANSWER, Hang
 outcome ``emergency_transfer``), or does not answer within the ring time (DialEnd NOANSWER) or
 cannot be reached (``refuse_emergency``: no channel, DIALSTATUS=CHANUNAVAIL): then ``Goto(route)``
 and the caller goes on to the queue as if the IVR had only named one. A caller who hangs up while
-110 rings (DialEnd CANCEL) is an ``emergency_transfer`` too.
+110 rings (DialEnd CANCEL) never reached help: an ``ivr_hangup``, called back like one.
 
 Survey (with the generated dialplan's option c, ``SimConfig.survey``): Queue() that ends after a
 seat answered sets QUEUESTATUS=CONTINUE; if the caller is still there (the seat hung up) the
@@ -249,7 +249,8 @@ class InboundCall:
             await self._end()
             return
         if c2.variables.get("HOTLINE_TRANSFER") == EMERGENCY_NUMBER and await self._emergency():
-            self.outcome = "emergency_transfer"
+            # reached 110; a caller who hung up while 110 rang never got help: a missed call
+            self.outcome = "emergency_transfer" if self.emergency == "ANSWER" else "ivr_hangup"
             await self._end()
             return
         queue = self._route()
