@@ -74,10 +74,14 @@ _QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")             # as config.settings'
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8}){0,2}")  # BCP 47-like: yue, nan, zh-wuu
 _AUDIO_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 _DTMF_RE = re.compile(r"[0-9*#]")
-# Extensions of sound formats Asterisk plays: a sound name is given without one.
-_SOUND_EXTENSIONS = frozenset(
-    "wav wav16 WAV wav49 gsm alaw al alw ulaw ul mu ulw pcm au g722 g723 g729 ilbc siren7 siren14 "
-    "sln raw sln12 sln16 sln24 sln32 sln44 sln48 sln96 sln192 ogg spx vox mp3".split())
+# Extensions of the sound formats Asterisk 22 plays (format_*.so): a sound name is given without
+# one, and a file under any of them is a recording Asterisk may choose (ivr/prompts.py).
+SOUND_EXTENSIONS = (
+    "wav", "wav16", "WAV", "wav49", "gsm", "alaw", "al", "alw", "ulaw", "ul", "mu", "ulw", "pcm",
+    "au", "g722", "g723", "g723sf", "g726-40", "g726-32", "g726-24", "g726-16", "g729", "ilbc",
+    "siren7", "siren14", "sln", "raw", "sln12", "sln16", "sln24", "sln32", "sln44", "sln48",
+    "sln96", "sln192", "ogg", "spx", "vox", "mp3",
+)
 
 
 def _pattern(rx: re.Pattern[str], what: str) -> AfterValidator:
@@ -88,8 +92,10 @@ def _pattern(rx: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _audio(value: str) -> str:
-    if not value or len(value) > MAX_AUDIO_CHARS:
+def check_sound_name(value: str) -> str:
+    """A sound name as STREAM FILE takes it (the flows', the prompt builder's and the survey's one
+    rule): one AGI word, relative to the sounds directory, no extension. ValueError says why."""
+    if not isinstance(value, str) or not value or len(value) > MAX_AUDIO_CHARS:
         raise ValueError(f"a sound name has 1 to {MAX_AUDIO_CHARS} characters")
     if not _AUDIO_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a sound name: one word of letters, digits and _ - . / "
@@ -99,7 +105,7 @@ def _audio(value: str) -> str:
         raise ValueError(f"{value!r}: a sound name is relative to the sounds directory, without empty, "
                          f"'.', '..' or dot- or dash-led parts")
     stem, dot, ext = parts[-1].rpartition(".")
-    if dot and ext in _SOUND_EXTENSIONS:
+    if dot and ext in SOUND_EXTENSIONS:
         raise ValueError(f"{value!r}: give the sound name without its extension "
                          f"({value[:-len(ext) - 1]!r})")
     return value
@@ -171,7 +177,7 @@ class FlowHeader(_Model):
 
 class Prompt(_Model):
     text: Annotated[StrictStr, AfterValidator(_text)]     # what it says, in Chinese
-    audio: Annotated[StrictStr, AfterValidator(_audio)]   # the sound STREAM FILE plays, e.g. hotline/welcome
+    audio: Annotated[StrictStr, AfterValidator(check_sound_name)]   # the sound STREAM FILE plays, e.g. hotline/welcome
 
 
 KeyPath = tuple[str, ...]

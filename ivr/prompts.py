@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ivr.flow import SOUND_EXTENSIONS, check_sound_name
 from recordings.check import HEAD_BYTES, WavError, parse_wav_header, wav_audio
 
 # espeak-ng's Mandarin reads 汉字 through its pinyin. Its plain ``cmn`` voice reads Latin text as
@@ -45,20 +46,10 @@ from recordings.check import HEAD_BYTES, WavError, parse_wav_header, wav_audio
 DEFAULT_VOICE = "cmn-latn-pinyin"
 PROMPT_TIMEOUT = 30.0          # seconds per prompt, synthesis and conversion together
 MAX_TEXT_CHARS = 1000
-MAX_AUDIO_CHARS = 200
 MAX_NAME_CHARS = 100
 RATE, CHANNELS, BITS = 8000, 1, 16  # Asterisk's slin in a .wav
 SILENCE_PEAK = 328             # a peak under 1% of full scale is silence (dither included)
 
-# Extensions of the sound formats Asterisk 22 plays (format_*.so): a file under any of these is
-# a recording Asterisk may choose over ours, so it counts as the prompt's sound being there.
-ASTERISK_SOUND_EXTENSIONS = (
-    "wav", "wav16", "WAV", "wav49", "gsm", "alaw", "al", "alw", "ulaw", "ul", "mu", "ulw", "pcm",
-    "au", "g722", "g723", "g723sf", "g726-40", "g726-32", "g726-24", "g726-16", "g729", "ilbc",
-    "siren7", "siren14", "sln", "raw", "sln12", "sln16", "sln24", "sln32", "sln44", "sln48",
-    "sln96", "sln192", "ogg", "spx", "vox", "mp3",
-)
-_AUDIO_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 _LANGUAGE_RE = re.compile(r"[A-Za-z0-9_\-]+")
 _VOICE_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+/\-]*")
 _TOOLS = {"espeak-ng": "espeak-ng", "sox": "sox"}  # command -> Debian package
@@ -106,25 +97,10 @@ def _check_text(name: str, text: object) -> None:
 
 
 def _check_audio(name: str, audio: object) -> None:
-    def bad(why: str) -> PromptError:
-        return PromptError(f"prompt {name!r}: audio name {audio!r} {why}")
-
-    if not isinstance(audio, str) or not audio:
-        raise bad("is empty")
-    if len(audio) > MAX_AUDIO_CHARS:
-        raise bad(f"is longer than {MAX_AUDIO_CHARS} characters")
-    if not _AUDIO_RE.fullmatch(audio):
-        raise bad("may hold only letters, digits and _ - . / (no blanks)")
-    if audio.startswith("/"):
-        raise bad("must be relative to the sounds directory (no leading /)")
-    parts = audio.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise bad("has an empty, '.' or '..' path part")
-    if any(p.startswith((".", "-")) for p in parts):
-        raise bad("has a path part starting with '.' or '-'")
-    base, dot, ext = parts[-1].rpartition(".")
-    if dot and ext in ASTERISK_SOUND_EXTENSIONS:
-        raise bad(f"ends with the extension .{ext}: give the sound name without it")
+    try:
+        check_sound_name(audio)
+    except ValueError as exc:
+        raise PromptError(f"prompt {name!r}: audio name {audio!r}: {exc}") from None
 
 
 def _sound_dir(sounds_dir: Path, language_dir: str | None) -> Path:
@@ -297,7 +273,7 @@ def _existing_sounds(wav: Path) -> list[str]:
         entries = set(os.listdir(wav.parent))
     except OSError:
         return []
-    return [f"{stem}.{ext}" for ext in ASTERISK_SOUND_EXTENSIONS if f"{stem}.{ext}" in entries]
+    return [f"{stem}.{ext}" for ext in SOUND_EXTENSIONS if f"{stem}.{ext}" in entries]
 
 
 def _find_tools() -> dict[str, str]:

@@ -20,9 +20,9 @@ caller who hung up was not surveyed.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
+from ivr.flow import check_sound_name
 from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
 from telephony.model import (SURVEY_BASICALLY_SATISFIED, SURVEY_DISSATISFIED, SURVEY_NO_ANSWER,
                              SURVEY_SATISFIED)
@@ -31,7 +31,6 @@ log = logging.getLogger("hotline.ivr.survey")
 
 SURVEY_VARIABLE = "HOTLINE_SURVEY"
 ANSWERS = {"1": SURVEY_SATISFIED, "2": SURVEY_BASICALLY_SATISFIED, "3": SURVEY_DISSATISFIED}
-_PROMPT = re.compile(r"[A-Za-z0-9_.\-/]{1,128}")  # one AGI word, as config.settings checks prompts
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,10 @@ class SurveyPrompts:
 
     def __post_init__(self) -> None:
         for name in ("question", "thanks", "invalid"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not _PROMPT.fullmatch(value):
-                raise ValueError(f"survey {name} must be a sound file name of letters, digits, '_', '.', '-', '/'")
+            try:
+                check_sound_name(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"survey {name}: {exc}") from None
         if isinstance(self.timeout_ms, bool) or not isinstance(self.timeout_ms, int) or \
                 not 500 <= self.timeout_ms <= 30_000:
             raise ValueError("survey timeout_ms must be a whole number from 500 to 30000")
