@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Protocol
 from ivr.engine import CallerHungUp, FlowResult, FlowServices, MediaFailed, PathStep, run_flow
 from ivr.flow import PRIORITY_MAX, SERVICE_TIMEOUT, TRANSFER_TARGETS, Flow
 from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
+from telephony.model import PHONE_NUMBER
 
 log = logging.getLogger("hotline.ivr")
 
@@ -40,7 +41,6 @@ _CHOICE_RE = re.compile(r"[0-9a-z_*#+:-]{1,64}")
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8}){0,2}")
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _CATEGORY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_CALLER_RE = re.compile(r"\+?[0-9]{3,20}")
 
 
 class AgiCallPort:
@@ -93,7 +93,7 @@ QueueLookup = Callable[[str], "QueueInfo | None"]
 def caller_number(headers: Mapping[str, str]) -> str | None:
     """The calling number from the AGI headers, or None when withheld or not a plain number."""
     number = (headers.get("agi_callerid") or "").strip()
-    return number if _CALLER_RE.fullmatch(number) else None
+    return number if PHONE_NUMBER.fullmatch(number) else None
 
 
 async def apply_result(session: AgiSession, result: FlowResult, queue_lookup: QueueLookup) -> None:

@@ -43,12 +43,10 @@ from typing import Any, Awaitable, Callable, Literal, Protocol
 from ivr.flow import (PRIORITY_MAX, SERVICE_TIMEOUT, CallbackOfferNode, CallerListNode, EmergencyNode, Flow,
                       HangupNode, HoursNode, LanguageNode, LeaderNode, MenuNode, OrderStatusNode, PlayNode,
                       QueueNode, TopicNode)
+from telephony.model import DIALLABLE_NUMBER, PHONE_NUMBER
 
 log = logging.getLogger("hotline.ivr.flow")
 
-_CALLER_RE = re.compile(r"\+?[0-9]{3,20}")     # as caller_list_entries.number
-# what the callback desk dials (workorders.store.CALLBACK_NUMBER: plain digits)
-_CALLBACK_NUMBER_RE = re.compile(r"[0-9]{3,20}")
 _ORDER_DIGITS_RE = re.compile(r"[0-9]{1,20}")
 _STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CHOICE_MAX = 64
@@ -123,7 +121,7 @@ class _Run:
         self.flow = flow
         self.call = call
         self.services = services
-        self.caller = caller if isinstance(caller, str) and _CALLER_RE.fullmatch(caller) else None
+        self.caller = caller if isinstance(caller, str) and PHONE_NUMBER.fullmatch(caller) else None
         self.now = now
         self.service_timeout = service_timeout
         self.path: list[PathStep] = []
@@ -370,7 +368,7 @@ class _Run:
         return node.next
 
     async def _callback_offer(self, node_id: str, node: CallbackOfferNode, pending) -> str | FlowResult:
-        if self.caller is None or not _CALLBACK_NUMBER_RE.fullmatch(self.caller):
+        if self.caller is None or not DIALLABLE_NUMBER.fullmatch(self.caller):
             # no number the callback desk can dial (withheld, or not plain digits): never promise one
             self._step(node_id, node.type, "no_number")
             return node.next

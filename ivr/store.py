@@ -23,12 +23,12 @@ import asyncpg
 
 from ivr.hours import Calendar
 from queues.config_store import Actor, to_json
+from telephony.model import PHONE_NUMBER
 
 FLOW_LOCK = 0x4849_5652  # "HIVR": pg_advisory_xact_lock(FLOW_LOCK, hashtext(name))
 _FLOW_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
 _KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
 _LIST = re.compile(r"^[a-z0-9_-]{1,32}$")
-_NUMBER = re.compile(r"^\+?[0-9]{3,20}$")
 _ORDER_DIGITS = re.compile(r"^([0-9]{8})([0-9]{6,10})$")
 MAX_SOURCE = 200_000
 
@@ -276,7 +276,7 @@ class IvrStore:
         return [to_json(dict(r)) for r in rows]
 
     async def lists_of(self, number: str | None) -> set[str]:
-        if not number or not _NUMBER.match(number):
+        if not number or not PHONE_NUMBER.fullmatch(number):
             return set()
         rows = await self.pool.fetch("SELECT list FROM caller_list_entries WHERE number = $1", number)
         return {r["list"] for r in rows}
@@ -287,7 +287,7 @@ class IvrStore:
         """The status of the order the caller keyed, only if it is an order of the calling
         number (never another citizen's); None otherwise."""
         number = order_number_from_digits(digits or "")
-        if number is None or not caller_number or not _NUMBER.match(caller_number):
+        if number is None or not caller_number or not PHONE_NUMBER.fullmatch(caller_number):
             return None
         return await self.pool.fetchval(
             "SELECT status FROM work_orders WHERE number = $1 AND caller_number = $2", number, caller_number)
@@ -300,7 +300,7 @@ def _list_name(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    if not isinstance(value, str) or not _NUMBER.match(value):
+    if not isinstance(value, str) or not PHONE_NUMBER.fullmatch(value):
         raise bad("number", "a telephone number of 3-20 digits, optionally after '+'")
     return value
 

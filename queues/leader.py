@@ -59,6 +59,7 @@ import asyncpg
 from telephony.actions import PbxActions
 from telephony.ami_client import AmiError
 from telephony.events import AmiEvent
+from telephony.model import PHONE_NUMBER
 from workorders.store import lock_call_notes
 
 log = logging.getLogger("hotline.leader")
@@ -67,7 +68,6 @@ TRANSFER_CONTEXT = "hotline-transfer"
 SEATS_CONTEXT = "hotline-seats"
 CALLBACK_CONTEXT = "hotline-callback"
 MODES = ("blind", "attended")
-_PHONE = re.compile(r"^\+?[0-9]{3,20}$")
 # a seat's channel: <tech>/<resource>-<sequence> (Local channels end in ;1 or ;2)
 _CHANNEL = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_@./-]+-[0-9a-fA-F]+(;[12])?$")
 _NODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")              # config.settings node ids
@@ -123,7 +123,7 @@ def _flag(field: str, value: Any) -> bool:
 def check_prescreen(body: Mapping[str, Any]) -> dict:
     """The pre-screen record from a request body, or a 400 naming the first bad field."""
     number = body.get("number")
-    if not isinstance(number, str) or not _PHONE.match(number.strip()):
+    if not isinstance(number, str) or not PHONE_NUMBER.fullmatch(number.strip()):
         raise bad("number", "a phone number of 3 to 20 digits is needed")
     return {"name": _text("name", body.get("name"), 1, 100),
             "number": number.strip(),
@@ -497,7 +497,7 @@ class LeaderDesk:
         if order["id"] not in slot.cases:
             raise bad("order_number", "not one of the slot's hard cases")
         number = (order["caller_number"] or "").strip()
-        if not _PHONE.match(number):
+        if not PHONE_NUMBER.fullmatch(number):
             raise LeaderError(409, f"order {order_number} has no caller number to call back")
         self._require_live(slot)
         if self.actions is None:

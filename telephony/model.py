@@ -6,8 +6,15 @@ This is the contract between the Asterisk edge (telephony.tracker) and the write
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
+
+# A citizen's telephone number as the service keeps and compares it (caller lists, pre-screen,
+# own-order look-up, the IVR's caller), and those of them the callback dialplan dials (digits only:
+# [hotline-callback] checks the same, callback_tasks.number too). Use with fullmatch.
+PHONE_NUMBER = re.compile(r"\+?[0-9]{3,20}")
+DIALLABLE_NUMBER = re.compile(r"[0-9]{3,20}")
 
 # Outcomes of a call, as stored in calls.outcome.
 ANSWERED = "answered"            # a seat took the call (AgentConnect)

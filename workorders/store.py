@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
@@ -46,15 +45,14 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from recordings.check import RecordingCheck
-from telephony.model import (ABANDONED, ANSWERED, DROPPED, IVR_HANGUP, QUEUE_TIMEOUT, SURVEY_NO_ANSWER, SURVEY_VALUES,
-                             FinishedCall)
+from telephony.model import (ABANDONED, ANSWERED, DIALLABLE_NUMBER, DROPPED, IVR_HANGUP, QUEUE_TIMEOUT,
+                             SURVEY_NO_ANSWER, SURVEY_VALUES, FinishedCall)
 from workorders.numbering import next_order_number, order_day
 
 OPEN_EXCLUDED = ("closed", "archived")
 ANONYMOUS = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable"})
 CALLER_LOCK_NS = 12345  # first key of the per-caller advisory lock
 CALL_NOTES_LOCK_NS = 12346  # first key of the per-call (node, linkedid) advisory lock over call_notes
-CALLBACK_NUMBER = re.compile(r"^[0-9]{3,20}$")   # what hotline-callback dials (callback_tasks_number_check)
 CALLBACK_REQUESTED = "HOTLINE_CALLBACK_REQUESTED"   # set to "1" by the IVR when its callback offer is accepted
 MISSED_REASONS = {ABANDONED: "abandoned", QUEUE_TIMEOUT: "queue_timeout", DROPPED: "dropped",
                   IVR_HANGUP: "ivr_hangup"}
@@ -236,7 +234,7 @@ class CallStore:
                 for r in rows])
             return
         reason = self.callback_reason(call)
-        if reason is None or not CALLBACK_NUMBER.match(number):
+        if reason is None or not DIALLABLE_NUMBER.fullmatch(number):
             return
         ended = _ts(call.ended_at)
         if await conn.fetchval(_GOT_THROUGH_SINCE, number, ended):
