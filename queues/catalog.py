@@ -42,14 +42,12 @@ _SEATS_SQL = "SELECT interface, name, state_interface FROM seats ORDER BY id"
 
 
 def queue_from_row(row) -> QueueConfig:
-    values = dict(
+    return QueueConfig(
         name=row["name"], purpose=row["purpose"], strategy=row["strategy"],
         service_level=row["service_level_seconds"], max_wait=row["max_wait_seconds"],
         ring_timeout=row["ring_timeout_seconds"], wrapup=row["wrapup_seconds"], category=row["category"],
+        overflow=row["overflow"],
     )
-    if row["overflow"] is not None and "overflow" in QueueConfig.model_fields:
-        values["overflow"] = row["overflow"]
-    return QueueConfig(**values)
 
 
 def merge_queues(base: Iterable[QueueConfig], overlay: Iterable[QueueConfig]) -> list[QueueConfig]:
@@ -62,9 +60,8 @@ def merge_queues(base: Iterable[QueueConfig], overlay: Iterable[QueueConfig]) ->
     names = {q.name.lower() for q in merged}
     out = []
     for q in merged:
-        overflow = getattr(q, "overflow", None)
-        if overflow is not None and overflow.lower() not in names:
-            log.warning("queue %s: overflow queue %r is unknown here; kept without overflow", q.name, overflow)
+        if q.overflow is not None and q.overflow.lower() not in names:
+            log.warning("queue %s: overflow queue %r is unknown here; kept without overflow", q.name, q.overflow)
             q = q.model_copy(update={"overflow": None})
         out.append(q)
     return out

@@ -55,8 +55,7 @@ async def test_catalog_maps_overflow_to_the_queue_name(pg_pool):
     await _add_queue(pg_pool, "typhoon", overflow_queue_id=general)
     await catalog.reload()
     assert catalog.queue("hotline-general").max_wait == 100     # Postgres overrides the settings' queue
-    if "overflow" in QueueConfig.model_fields:
-        assert catalog.queue("typhoon").overflow == "hotline-general"
+    assert catalog.queue("typhoon").overflow == "hotline-general"
 
 
 async def test_catalog_keeps_the_last_queues_while_postgres_is_unreachable(pg_dsn, caplog):
