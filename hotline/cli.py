@@ -166,19 +166,20 @@ async def _live_flows(dsn: str) -> list:
     """The live version of every flow saved in Postgres (a version that no longer parses: skipped)."""
     from ivr.flow import FlowError, parse_flow
 
+    from ivr.store import IvrStore
+
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        rows = await conn.fetch("SELECT v.name, v.version, v.source FROM ivr_flow_live l"
-                                " JOIN ivr_flow_versions v USING (name, version) ORDER BY v.name")
+        saved = await IvrStore(conn).live_versions()   # a connection answers fetch() like a pool
     finally:
         await conn.close()
     flows = []
-    for row in rows:
+    for v in saved:
         try:
-            flows.append(parse_flow(row["source"]))
+            flows.append(parse_flow(v.source))
         except FlowError as exc:
             logging.getLogger("hotline").warning("prompts build: flow %s version %d skipped: %s",
-                                                 row["name"], row["version"], exc.messages[0])
+                                                 v.name, v.version, exc.messages[0])
     return flows
 
 

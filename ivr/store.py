@@ -159,6 +159,12 @@ class IvrStore:
         await _audit(conn, actor, "ivr_flow", name, "update" if before is not None else "create",
                      None if before is None else {"live": before}, {"live": version}, entity_id=version)
 
+    async def live_versions(self) -> list[FlowVersion]:
+        """The live version of every flow (``hotline prompts build`` builds their sounds)."""
+        rows = await self.pool.fetch("SELECT v.* FROM ivr_flow_live l JOIN ivr_flow_versions v USING (name, version)"
+                                     " ORDER BY v.name")
+        return [FlowVersion(**dict(r), live=True) for r in rows]
+
     async def live_version_number(self, name: str) -> int | None:
         return await self.pool.fetchval("SELECT version FROM ivr_flow_live WHERE name = $1", name)
 
