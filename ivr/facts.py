@@ -50,16 +50,12 @@ class ServiceFacts:
     async def estimated_wait(self, queue: str) -> float | None:
         if self.live is None:
             return None
-        snapshot = await self.live.snapshot(time.time())
-        view = snapshot["queues"].get(queue)
-        if view is None:
-            return None
-        seats = view["seats"]
-        waiting = view["waiting"]
+        load = await self.live.queue_load(queue, time.time())
+        seats, waiting = load["seats"], load["waiting"]
         if waiting == 0 and seats.get("available", 0) > 0:
             return 0.0
         working = max(1, seats.get("available", 0) + seats.get("ringing", 0) + seats.get("on_call", 0))
-        aht = view["today"].get("aht") or DEFAULT_AHT
+        aht = load["aht"] or DEFAULT_AHT
         return (waiting + 1) * float(aht) / working
 
     async def in_hours(self, calendar: str, now: dt.datetime) -> bool:

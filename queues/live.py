@@ -486,6 +486,24 @@ class LiveStats:
 
     # -- the snapshot -------------------------------------------------------------------------------
 
+    async def queue_load(self, queue: str, at: float) -> dict:
+        """One queue's load now, for the IVR's wait estimate: callers waiting, its members by
+        state, today's average handling time (None before any answered call). Reads only what
+        it needs (the snapshot reads every queue). Raises when Redis is down."""
+        day = self._day(at)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(f"{self.prefix}:waiting", queue)
+            pipe.hgetall(f"{self.prefix}:members")
+            pipe.hmget(f"{self.prefix}:today:{day}", f"talk_sum{_SEP}{queue}", f"talk_n{_SEP}{queue}")
+            waiting, members, (talk_sum, talk_n) = await pipe.execute()
+        seats = dict.fromkeys(SEAT_STATES, 0)
+        for field, raw in members.items():
+            if field.partition(_SEP)[0] == queue:
+                state = json.loads(raw)["state"]
+                seats[state] = seats.get(state, 0) + 1
+        aht = int(talk_sum) / int(talk_n) if talk_n and int(talk_n) else None
+        return {"waiting": max(0, int(waiting or 0)), "seats": seats, "aht": aht}
+
     async def waiting_counts(self) -> dict[str, int]:
         """Callers waiting per queue now (app_queue's own counts); raises when Redis is down."""
         raw = await self.redis.hgetall(f"{self.prefix}:waiting")

@@ -171,3 +171,25 @@ async def test_every_live_leader_slot_opens_its_queue(pg_pool):
     facts = ServiceFacts(IvrStore(pg_pool), leader_open=two_slots)
     assert await facts.leader_open("hotline-leader-b") and await facts.leader_open("HOTLINE-LEADER-A")
     assert not await facts.leader_open("hotline-leader-c")
+
+
+async def test_estimated_wait_from_the_queue_s_live_load(pg_pool, redis_client, node_id):
+    import time as _time
+
+    from ivr.facts import ServiceFacts
+    from queues.live import LiveStats
+
+    live = LiveStats(redis_client, node_id)
+    facts = ServiceFacts(IvrStore(pg_pool), live=live)
+    p, day = f"hotline:{node_id}", live._day(_time.time())
+    assert await facts.estimated_wait("hotline-general") == 180.0       # nobody, no seat: one default AHT
+    await redis_client.hset(f"{p}:members", mapping={
+        "hotline-general\nSeat 1": json.dumps({"state": "on_call"}),
+        "hotline-general\nSeat 2": json.dumps({"state": "on_call"}),
+        "hotline-business\nSeat 3": json.dumps({"state": "available"})})
+    await redis_client.hset(f"{p}:waiting", mapping={"hotline-general": 3})
+    await redis_client.hset(f"{p}:today:{day}", mapping={"talk_sum\nhotline-general": 600,
+                                                         "talk_n\nhotline-general": 5})
+    # 3 ahead + this caller, 120 s each on average, shared by the 2 seats on calls
+    assert await facts.estimated_wait("hotline-general") == 4 * 120 / 2
+    assert await facts.estimated_wait("hotline-business") == 0.0        # a seat free, nobody waiting
