@@ -71,7 +71,7 @@ class HotlineService:
     ) -> None:
         self.settings = settings
         self.owner = owner or default_owner()
-        cb = settings.callbacks
+        cb = CallbackPolicy(**settings.callbacks.model_dump())   # the [callbacks] settings, one object
         self.store = CallStore(pool, timezone=settings.timezone, repeat_window_days=settings.repeat_window_days,
                                callback_ivr_seconds=cb.ivr_hangup_after_seconds, callback_max_attempts=cb.max_attempts)
         self._on_written_extra = on_written
@@ -112,9 +112,7 @@ class HotlineService:
         # node (the seats' PBX; see docs/architecture.md), seat first, through its trunk.
         self.callbacks = CallbackDesk(pool, self.node.actions, owning=lambda: self.node.owning,
                                       operators=self.desk, node_id=None, waiting=self.node.live.waiting_counts,
-                                      policy=CallbackPolicy(ivr_hangup_after_seconds=cb.ivr_hangup_after_seconds,
-                                                            max_attempts=cb.max_attempts,
-                                                            retry_spacing_seconds=cb.retry_spacing_seconds))
+                                      policy=cb)
         self.node.callbacks = self.callbacks
         self.agi: FastAgiServer | None = None
         self.agi_port: int | None = None
