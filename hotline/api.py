@@ -28,8 +28,9 @@ from queues.config_models import (
     parse_json_body, validate_model,
 )
 from queues.config_store import (
-    LEADER_SLOTS, LEADERS, OPERATORS, QUEUES, SEATS, ConfigChangeError, ConfigStore, Kind, to_json,
+    LEADER_SLOTS, LEADERS, OPERATORS, QUEUES, SEATS, ConfigStore, Kind, to_json,
 )
+from queues.errors import Refused
 
 log = logging.getLogger("hotline.api")
 
@@ -99,9 +100,8 @@ class ConfigApi:
                     return _answer(exc.status, exc.message, exc.fields)
                 except InvalidInput as exc:
                     return _answer(400, "invalid input", exc.errors)
-                except ConfigChangeError as exc:
-                    fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-                    return _answer(exc.status, exc.message, fields)
+                except Refused as exc:   # any desk's or store's refusal (queues/errors.py)
+                    return _answer(exc.status, exc.message, exc.fields())
 
             return run
 

@@ -37,11 +37,7 @@ class CallbacksApi:
         return desk
 
     async def _run(self, coro) -> web.Response:
-        try:
-            return web.json_response(await coro)
-        except CallbackError as exc:
-            fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-            raise ApiError(exc.status, exc.message, fields) from None
+        return web.json_response(await coro)   # a CallbackError is answered by the endpoint wrapper
 
     async def list(self, request: web.Request, user: User) -> web.Response:
         status = request.query.get("status") or None

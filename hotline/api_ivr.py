@@ -55,14 +55,7 @@ class IvrApi:
         return desk
 
     async def _run(self, coro, status: int = 200) -> web.Response:
-        try:
-            return web.json_response(await coro, status=status)
-        except IvrDataError as exc:
-            if exc.details:
-                fields = [{"field": exc.field or "source", "message": m} for m in exc.details]
-            else:
-                fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-            raise ApiError(exc.status, exc.message, fields) from None
+        return web.json_response(await coro, status=status)   # an IvrDataError: the endpoint wrapper answers
 
     # ---- flows -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from hotline.api import ApiError, ConfigApi, _ID
 from hotline.api_operators import _object
 from hotline.auth import User
-from queues.leader import CallRef, LeaderDesk, LeaderError
+from queues.leader import CallRef, LeaderDesk
 
 log = logging.getLogger("hotline.api")
 
@@ -43,11 +43,7 @@ class LeaderApi:
         return desk
 
     async def _run(self, coro) -> web.Response:
-        try:
-            return web.json_response(await coro)
-        except LeaderError as exc:
-            fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-            raise ApiError(exc.status, exc.message, fields) from None
+        return web.json_response(await coro)   # a LeaderError is answered by the endpoint wrapper
 
     async def _operator(self, request: web.Request, user: User) -> int:
         operator_id = await self.config.store(request).operator_of_user(user.id)

@@ -18,7 +18,7 @@ from hotline.api import ApiError, ConfigApi, READ_PEOPLE, _ID, require_self_or
 from hotline.auth import User
 from queues.config_models import InvalidInput, parse_json_body
 from queues.operator_state import OperatorActionError, check_reason
-from queues.operators import DeskError, OperatorDesk
+from queues.operators import OperatorDesk
 
 log = logging.getLogger("hotline.api")
 
@@ -45,11 +45,8 @@ class OperatorApi:
     async def _run(self, coro) -> web.Response:
         try:
             return web.json_response(await coro)
-        except OperatorActionError as exc:
+        except OperatorActionError as exc:   # a DeskError is answered by the endpoint wrapper
             raise ApiError(409, str(exc)) from None
-        except DeskError as exc:
-            fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-            raise ApiError(exc.status, exc.message, fields) from None
 
     async def login(self, request: web.Request, user: User) -> web.Response:
         operator_id = await self._target(request, user)

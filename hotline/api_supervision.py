@@ -16,8 +16,7 @@ from aiohttp import web
 from hotline.api import ApiError, ConfigApi, READ_PEOPLE, _ID
 from hotline.api_operators import OPERATOR_DESK, _object
 from hotline.auth import User
-from queues.operators import NotOwner
-from queues.supervision import SupervisionError, Supervisor, spy
+from queues.supervision import Supervisor, spy
 
 SUPERVISORS = READ_PEOPLE   # admin, supervisor
 
@@ -32,17 +31,10 @@ class SupervisionApi:
         desk = request.app.get(OPERATOR_DESK)
         if desk is None:
             raise ApiError(503, "no PBX node runs in this instance")
-        try:
-            desk.check_owner()
-        except NotOwner as exc:
-            raise ApiError(exc.status, str(exc)) from None
-        try:
-            result = await spy(self.config.pool(request), desk.actions, desk.node_id,
-                               Supervisor(user.id, user.login), seat_id=seat_id,
-                               mode=body.get("mode"), phone=body.get("phone"))
-        except SupervisionError as exc:
-            fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
-            raise ApiError(exc.status, exc.message, fields) from None
+        desk.check_owner()   # NotOwner (503) is answered by the endpoint wrapper, like every refusal
+        result = await spy(self.config.pool(request), desk.actions, desk.node_id,   # a SupervisionError: the
+                           Supervisor(user.id, user.login), seat_id=seat_id,          # endpoint wrapper answers
+                           mode=body.get("mode"), phone=body.get("phone"))
         return web.json_response(result, status=202)
 
     def routes(self) -> list[web.RouteDef]:

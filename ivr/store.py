@@ -23,6 +23,7 @@ import asyncpg
 
 from ivr.hours import Calendar
 from queues.config_store import Actor, to_json
+from queues.errors import Refused
 from telephony.model import PHONE_NUMBER
 
 FLOW_LOCK = 0x4849_5652  # "HIVR": pg_advisory_xact_lock(FLOW_LOCK, hashtext(name))
@@ -33,13 +34,9 @@ _ORDER_DIGITS = re.compile(r"^([0-9]{8})([0-9]{6,10})$")
 MAX_SOURCE = 200_000
 
 
-class IvrDataError(Exception):
+class IvrDataError(Refused):
     def __init__(self, status: int, message: str, field: str | None = None, details: list[str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.details = details or []
+        super().__init__(message, field, status=status, details=details)
 
 
 def bad(field: str, message: str) -> IvrDataError:

@@ -54,6 +54,7 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+from queues.errors import Refused
 from queues.operator_state import Status
 from telephony.actions import PbxActions
 from telephony.ami_client import AmiError, AmiTimeout
@@ -113,14 +114,11 @@ class CallbackPolicy:
             raise ValueError("outcome_timeout_seconds must exceed ring_seconds")
 
 
-class CallbackError(Exception):
+class CallbackError(Refused):
     """A request the desk refuses: ``status`` is the HTTP answer, ``field`` the input."""
 
     def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
+        super().__init__(message, field, status=status)
 
 
 @dataclass

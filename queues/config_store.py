@@ -19,17 +19,14 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import asyncpg
 
+from queues.errors import Refused
+
 # pg_advisory_xact_lock(CONFIG_LOCK, kind number): one writer per kind at a time
 CONFIG_LOCK = 0x4843_4647  # "HCFG"
 
 
-class ConfigChangeError(Exception):
+class ConfigChangeError(Refused):
     status = 500
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class NotFound(ConfigChangeError):

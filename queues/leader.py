@@ -56,6 +56,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from queues.errors import Refused
 from telephony.actions import PbxActions
 from telephony.ami_client import AmiError
 from telephony.events import AmiEvent
@@ -76,14 +77,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class LeaderError(Exception):
+class LeaderError(Refused):
     """A request the leader hotline refuses: ``status`` is the HTTP answer, ``field`` the input."""
 
     def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
+        super().__init__(message, field, status=status)
 
 
 def bad(field: str, message: str) -> LeaderError:

@@ -41,6 +41,7 @@ from typing import Callable, Collection
 
 import asyncpg
 
+from queues.errors import Refused
 from queues.live import LiveStats
 from queues.operator_state import (
     Effect, JoinQueues, LeaveQueues, NotifySupervisor, OperatorActionError, OperatorConfig, OperatorMachine,
@@ -57,14 +58,9 @@ EVENT_ACTOR = "asterisk"
 SERVICE_ACTOR = "service"
 
 
-class DeskError(Exception):
+class DeskError(Refused):
     """A request the desk refuses; ``status`` is the HTTP answer, ``field`` the input it is about."""
     status = 409
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class UnknownOperator(DeskError):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from queues.errors import Refused
 from telephony.actions import PbxActions
 from telephony.ami_client import AmiError
 
@@ -38,14 +39,9 @@ _PHONE = re.compile(r"^PJSIP/[A-Za-z0-9_.-]{1,64}$")
 RING_TIMEOUT_MS = 30000   # how long the supervisor's phone rings
 
 
-class SupervisionError(Exception):
+class SupervisionError(Refused):
     """A request refused; ``status`` is the HTTP answer, ``field`` the input it is about."""
     status = 400
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class UnknownSeat(SupervisionError):
