@@ -272,8 +272,8 @@ class NodeRunner:
                 task = asyncio.create_task(self._leader_event(event))   # a Postgres write: off the event path
                 self._side_tasks.add(task)
                 task.add_done_callback(self._side_tasks.discard)
-            if self.callbacks is not None and self.callbacks.expects(event):
-                self.callbacks.on_event(event)   # non-blocking, in event order: its writes run in its loop
+            if self.callbacks is not None:
+                self.callbacks.on_event(event)   # filters itself; non-blocking, in event order
         call = self.tracker.feed(event)
         if call is not None:
             self._finished(call)

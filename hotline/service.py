@@ -184,6 +184,10 @@ class HotlineService:
                         "the others (Redis was down) are lost", self.writer.backlog)
         for live in self.lives.values():
             await live.drain()
+        try:   # callback outcomes already known: written, not left to time out as lost
+            await asyncio.wait_for(self.callbacks.drain(), drain_timeout)
+        except asyncio.TimeoutError:
+            log.warning("stop: callback outcomes not yet written; their attempts will time out as lost")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -158,7 +158,6 @@ class PbxSimulator:
         self._agi_refused = bool(refused)
         if self.core is not None:
             self.core.agi_refused = self._agi_refused
-        self.core.emergency_refused = self._emergency_refused
 
     def refuse_emergency(self, refused: bool = True) -> None:
         """Fault knob: the emergency trunk is down (True: the Dial() of 110 fails at once with
