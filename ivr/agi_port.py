@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping, Protocol
 
 from ivr.engine import CallerHungUp, FlowResult, FlowServices, MediaFailed, PathStep, run_flow
-from ivr.flow import PRIORITY_MAX, SERVICE_TIMEOUT, TRANSFER_TARGETS, Flow
+from ivr.flow import LANGUAGE_RE, PRIORITY_MAX, QUEUE_RE, SERVICE_TIMEOUT, TRANSFER_TARGETS, Flow
 from telephony.agi_server import AgiCommandFailed, AgiHangup, AgiSession
 from telephony.model import PHONE_NUMBER
 
@@ -38,8 +38,6 @@ log = logging.getLogger("hotline.ivr")
 DEFAULT_CATEGORY = "general"
 DEFAULT_QUEUE_TIMEOUT = 120
 _CHOICE_RE = re.compile(r"[0-9a-z_*#+:-]{1,64}")
-_LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8}){0,2}")
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _CATEGORY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -100,7 +98,7 @@ async def apply_result(session: AgiSession, result: FlowResult, queue_lookup: Qu
     """Set the channel variables of ``result`` (see the module's docstring)."""
     choice = result.flow_choice if _CHOICE_RE.fullmatch(result.flow_choice or "") else "error"
     await session.set_variable("HOTLINE_IVR_CHOICE", choice)
-    if result.language is not None and _LANGUAGE_RE.fullmatch(result.language):
+    if result.language is not None and LANGUAGE_RE.fullmatch(result.language):
         await session.set_variable("HOTLINE_LANGUAGE", result.language)
     if result.kind == "hangup":
         if not result.by_caller:
@@ -114,7 +112,7 @@ async def apply_result(session: AgiSession, result: FlowResult, queue_lookup: Qu
         await session.set_variable("HOTLINE_TRANSFER", result.target)
     if result.kind == "callback":
         await session.set_variable("HOTLINE_CALLBACK_REQUESTED", "1")
-    queue = result.queue if result.queue is not None and _QUEUE_RE.fullmatch(result.queue) else None
+    queue = result.queue if result.queue is not None and QUEUE_RE.fullmatch(result.queue) else None
     if queue is None:   # never from a validated flow; the dialplan routes to its default queue
         log.error("IVR: result without a usable queue (%r); the dialplan's default applies", result.queue)
         return

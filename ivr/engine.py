@@ -40,15 +40,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
-from ivr.flow import (PRIORITY_MAX, SERVICE_TIMEOUT, CallbackOfferNode, CallerListNode, EmergencyNode, Flow,
-                      HangupNode, HoursNode, LanguageNode, LeaderNode, MenuNode, OrderStatusNode, PlayNode,
+from ivr.flow import (PRIORITY_MAX, SERVICE_TIMEOUT, STATUS_RE, CallbackOfferNode, CallerListNode, EmergencyNode,
+                      Flow, HangupNode, HoursNode, LanguageNode, LeaderNode, MenuNode, OrderStatusNode, PlayNode,
                       QueueNode, TopicNode)
 from telephony.model import DIALLABLE_NUMBER, PHONE_NUMBER
 
 log = logging.getLogger("hotline.ivr.flow")
 
 _ORDER_DIGITS_RE = re.compile(r"[0-9]{1,20}")
-_STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CHOICE_MAX = 64
 
 
@@ -355,7 +354,7 @@ class _Run:
                 if prompt is None:
                     if answered:
                         log.warning("IVR flow %r: node %r: order status %r has no prompt", self.flow.name,
-                                    node_id, status if isinstance(status, str) and _STATUS_RE.fullmatch(status)
+                                    node_id, status if isinstance(status, str) and STATUS_RE.fullmatch(status)
                                     else type(status).__name__)
                     outcome = "unavailable"
                     await self._say(sorry)

@@ -66,12 +66,12 @@ TRANSFER_TARGETS = ("110",)
 # --------------------------------------------------------------------------- value types
 
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
-_FLOW_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")            # as ivr_flow_versions.name
-_KEYWORD_RE = re.compile(r"[a-z0-9_-]{1,64}")              # topics, calendars (as their tables)
-_LIST_RE = re.compile(r"[a-z0-9_-]{1,32}")                 # caller lists (as caller_list_entries)
-_STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")           # work-order status names
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")             # as config.settings' queue names
-_LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8}){0,2}")  # BCP 47-like: yue, nan, zh-wuu
+FLOW_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")            # as ivr_flow_versions.name
+KEYWORD_RE = FLOW_NAME_RE                                  # topics, calendars: the same rule
+LIST_RE = re.compile(r"[a-z0-9_-]{1,32}")                 # caller lists (as caller_list_entries)
+STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")           # work-order status names
+QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")             # as config.settings' queue names
+LANGUAGE_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8}){0,2}")  # BCP 47-like: yue, nan, zh-wuu
 _AUDIO_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 _DTMF_RE = re.compile(r"[0-9*#]")
 # Extensions of the sound formats Asterisk 22 plays (format_*.so): a sound name is given without
@@ -123,7 +123,7 @@ def _text(value: str) -> str:
 
 
 def _queue(value: str) -> str:
-    if not _QUEUE_RE.fullmatch(value):
+    if not QUEUE_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a queue name (letters, digits, '_' and '-')")
     if value.lower() == "general":
         raise ValueError("'general' is reserved in queues.conf and is not a queue name")
@@ -145,11 +145,11 @@ NodeId = Annotated[StrictStr, _pattern(_ID_RE, _ID_WHAT)]
 PromptName = Annotated[StrictStr, _pattern(_ID_RE, _ID_WHAT)]
 DtmfKey = Annotated[StrictStr, _pattern(_DTMF_RE, "a key (one of 0-9 * #)")]
 QueueName = Annotated[StrictStr, AfterValidator(_queue)]
-Language = Annotated[StrictStr, _pattern(_LANGUAGE_RE, "a language code such as yue, nan or zh-wuu")]
-Keyword = Annotated[StrictStr, _pattern(_KEYWORD_RE, "a name of lowercase letters, digits, '_' and '-'")]
-ListName = Annotated[StrictStr, _pattern(_LIST_RE, "a list name of lowercase letters, digits, '_' and '-' "
+Language = Annotated[StrictStr, _pattern(LANGUAGE_RE, "a language code such as yue, nan or zh-wuu")]
+Keyword = Annotated[StrictStr, _pattern(KEYWORD_RE, "a name of lowercase letters, digits, '_' and '-'")]
+ListName = Annotated[StrictStr, _pattern(LIST_RE, "a list name of lowercase letters, digits, '_' and '-' "
                                                    "(at most 32)")]
-StatusName = Annotated[StrictStr, _pattern(_STATUS_RE, "a status name of lowercase letters, digits and '_'")]
+StatusName = Annotated[StrictStr, _pattern(STATUS_RE, "a status name of lowercase letters, digits and '_'")]
 Timeout = Annotated[StrictInt, Field(ge=1000, le=15000)]
 Retries = Annotated[StrictInt, Field(ge=0, le=3)]
 Priority = Annotated[StrictInt, Field(ge=0, le=PRIORITY_MAX)]
@@ -169,7 +169,7 @@ class _Model(BaseModel):
 
 
 class FlowHeader(_Model):
-    name: Annotated[StrictStr, _pattern(_FLOW_NAME_RE, "a flow name of lowercase letters, digits, '_' and '-'")]
+    name: Annotated[StrictStr, _pattern(FLOW_NAME_RE, "a flow name of lowercase letters, digits, '_' and '-'")]
     start: NodeId
     fallback_queue: QueueName
     description: Annotated[StrictStr, Field(max_length=500)] = ""

@@ -21,15 +21,13 @@ from typing import Any, Callable
 
 import asyncpg
 
+from ivr.flow import FLOW_NAME_RE, KEYWORD_RE, LIST_RE
 from ivr.hours import Calendar
 from queues.config_store import Actor, to_json
 from queues.errors import Refused
 from telephony.model import PHONE_NUMBER
 
 FLOW_LOCK = 0x4849_5652  # "HIVR": pg_advisory_xact_lock(FLOW_LOCK, hashtext(name))
-_FLOW_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
-_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
-_LIST = re.compile(r"^[a-z0-9_-]{1,32}$")
 _ORDER_DIGITS = re.compile(r"^([0-9]{8})([0-9]{6,10})$")
 MAX_SOURCE = 200_000
 
@@ -59,7 +57,7 @@ class FlowVersion:
 
 
 def check_flow_name(name: Any) -> str:
-    if not isinstance(name, str) or not _FLOW_NAME.match(name):
+    if not isinstance(name, str) or not FLOW_NAME_RE.fullmatch(name):
         raise bad("name", "a flow name is 1-64 of a-z, 0-9, '_' and '-'")
     return name
 
@@ -190,7 +188,7 @@ class IvrStore:
     # ---- special topics ----------------------------------------------------------------------
 
     async def put_topic(self, key: Any, body: dict, actor: Actor) -> dict:
-        if not isinstance(key, str) or not _KEY.match(key):
+        if not isinstance(key, str) or not KEYWORD_RE.fullmatch(key):
             raise bad("key", "a topic key is 1-64 of a-z, 0-9, '_' and '-'")
         title = _text("title", body.get("title", key), 200) or key
         active = body.get("active", False)
@@ -297,7 +295,7 @@ class IvrStore:
 
 
 def _list_name(value: Any) -> str:
-    if not isinstance(value, str) or not _LIST.match(value):
+    if not isinstance(value, str) or not LIST_RE.fullmatch(value):
         raise bad("list", "a list name is 1-32 of a-z, 0-9, '_' and '-' (e.g. elderly, disabled, vip)")
     return value
 
