@@ -42,6 +42,7 @@ import json
 import math
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Union
@@ -54,6 +55,7 @@ MAX_NODES = 100
 MAX_PROMPTS = 200
 MAX_PROMPTS_PER_NODE = 10
 MAX_TEXT_CHARS = 1000
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})   # unicodedata categories a text refuses
 MAX_AUDIO_CHARS = 200
 PRIORITY_MAX = 10            # queue priority (QUEUE_PRIO): 0 normal .. 10 first
 SERVICE_TIMEOUT = 2.0        # seconds a business look-up may take before the node's safe branch
@@ -111,13 +113,16 @@ def check_sound_name(value: str) -> str:
     return value
 
 
-def _text(value: str) -> str:
-    if not value.strip():
+def check_prompt_text(value: str) -> str:
+    """A prompt's text (the flows' and the prompt builder's one rule): not blank, bounded, one line
+    of visible characters (an ideographic space is fine; controls, format characters and line or
+    paragraph separators are not). ValueError says why."""
+    if not isinstance(value, str) or not value.strip():
         raise ValueError("the text is empty")
     if len(value) > MAX_TEXT_CHARS:
         raise ValueError(f"the text has {len(value)} characters, at most {MAX_TEXT_CHARS}")
     for c in value:
-        if not c.isprintable():
+        if unicodedata.category(c) in _INVISIBLE:
             raise ValueError(f"the text holds a control or invisible character U+{ord(c):04X}")
     return value
 
@@ -176,7 +181,7 @@ class FlowHeader(_Model):
 
 
 class Prompt(_Model):
-    text: Annotated[StrictStr, AfterValidator(_text)]     # what it says, in Chinese
+    text: Annotated[StrictStr, AfterValidator(check_prompt_text)]     # what it says, in Chinese
     audio: Annotated[StrictStr, AfterValidator(check_sound_name)]   # the sound STREAM FILE plays, e.g. hotline/welcome
 
 

@@ -31,13 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ivr.flow import SOUND_EXTENSIONS, check_sound_name
+from ivr.flow import SOUND_EXTENSIONS, check_prompt_text, check_sound_name
 from recordings.check import HEAD_BYTES, WavError, parse_wav_header, wav_audio
 
 # espeak-ng's Mandarin reads 汉字 through its pinyin. Its plain ``cmn`` voice reads Latin text as
@@ -45,7 +44,6 @@ from recordings.check import HEAD_BYTES, WavError, parse_wav_header, wav_audio
 # out as English "nin two hao three". ``cmn-latn-pinyin`` reads that pinyin in Mandarin.
 DEFAULT_VOICE = "cmn-latn-pinyin"
 PROMPT_TIMEOUT = 30.0          # seconds per prompt, synthesis and conversion together
-MAX_TEXT_CHARS = 1000
 MAX_NAME_CHARS = 100
 RATE, CHANNELS, BITS = 8000, 1, 16  # Asterisk's slin in a .wav
 SILENCE_PEAK = 328             # a peak under 1% of full scale is silence (dither included)
@@ -86,14 +84,10 @@ def _check_name(name: object) -> None:
 
 
 def _check_text(name: str, text: object) -> None:
-    if not isinstance(text, str) or not text.strip():
-        raise PromptError(f"prompt {name!r}: the text is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise PromptError(f"prompt {name!r}: the text has {len(text)} characters, at most {MAX_TEXT_CHARS}")
-    for c in text:
-        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            raise PromptError(f"prompt {name!r}: the text holds a control or invisible character "
-                              f"U+{ord(c):04X}")
+    try:
+        check_prompt_text(text)
+    except ValueError as exc:
+        raise PromptError(f"prompt {name!r}: {exc}") from None
 
 
 def _check_audio(name: str, audio: object) -> None:
