@@ -58,12 +58,12 @@ from pathlib import PurePosixPath
 from typing import Iterable, Sequence
 
 from config.settings import QueueConfig, Settings
+from telephony.model import EMERGENCY_NUMBER
 
 HOTLINE_NUMBER = "12345"
 INBOUND_CONTEXT = "hotline-inbound"
 HANGUP_CONTEXT = "hotline-hangup"
 SURVEY_CONTEXT = "hotline-survey"
-EMERGENCY_NUMBER = "110"  # the one HOTLINE_TRANSFER the dialplan honours (telephony/tracker.py)
 AMI_SECRET_PLACEHOLDER = "CHANGE-ME"
 
 # queues.conf [general] and manager.conf [general] are not queues / users.

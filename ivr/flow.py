@@ -50,6 +50,8 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt,
                       StrictStr, TypeAdapter, ValidationError)
 
+from telephony.model import EMERGENCY_NUMBER
+
 MAX_SOURCE_CHARS = 200_000   # the storage keeps at most this much text per version
 MAX_NODES = 100
 MAX_PROMPTS = 200
@@ -63,7 +65,7 @@ SECONDS_PER_CHAR = 0.25      # estimated speaking time of one spoken character (
 NO_KEY_WARN_SECONDS = 15.0   # national standard: answer within 15 s; a longer no-key path warns
 # the numbers the generated dialplan dials for a transfer: 110 (police, 一键转接); 119/120/122 are
 # not linked up in the dialplan yet, so a flow cannot promise them
-TRANSFER_TARGETS = ("110",)
+TRANSFER_TARGETS = (EMERGENCY_NUMBER,)
 
 # --------------------------------------------------------------------------- value types
 
@@ -330,7 +332,7 @@ class EmergencyNode(Node):
 
     type: Literal["emergency"]
     prompt: PromptName
-    target: Annotated[StrictStr, AfterValidator(_transfer_target)] = "110"
+    target: Annotated[StrictStr, AfterValidator(_transfer_target)] = EMERGENCY_NUMBER
     confirm_key: DtmfKey | None = None
     timeout_ms: Timeout = 5000
     on_decline: NodeId | None = None

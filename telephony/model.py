@@ -15,6 +15,9 @@ from typing import Mapping
 # [hotline-callback] checks the same, callback_tasks.number too). Use with fullmatch.
 PHONE_NUMBER = re.compile(r"\+?[0-9]{3,20}")
 DIALLABLE_NUMBER = re.compile(r"[0-9]{3,20}")
+# The one HOTLINE_TRANSFER the generated dialplan dials (一键转接 to the police): the IVR's only
+# transfer target, and what the tracker takes for an emergency transfer.
+EMERGENCY_NUMBER = "110"
 
 # Outcomes of a call, as stored in calls.outcome.
 ANSWERED = "answered"            # a seat took the call (AgentConnect)

@@ -67,6 +67,7 @@ from telephony.model import (
     ANSWERED,
     CALLBACK_REQUESTED,
     DROPPED,
+    EMERGENCY_NUMBER,
     EMERGENCY_TRANSFER,
     IVR_HANGUP,
     QUEUE_TIMEOUT,
@@ -83,7 +84,6 @@ _IGNORED = {"CEL", "Cdr"}     # duplicates of channel events; the tracker reads 
 # QUEUESTATUS values where app_queue, not the caller, ended the wait (set_queue_result in app_queue.c)
 _TIMEOUT_STATUSES = {"TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
 _NOT_ROUTING = {"HOTLINE_CALLBACK"}  # HOTLINE_* variables that do not mean "this call came in"
-EMERGENCY_NUMBER = "110"  # the only HOTLINE_TRANSFER the generated dialplan dials (config/asterisk.py)
 
 
 @dataclass
