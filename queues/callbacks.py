@@ -54,6 +54,7 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+from queues.config_store import to_json
 from queues.errors import Refused
 from queues.operator_state import Status
 from telephony.actions import PbxActions
@@ -140,9 +141,6 @@ def _ts(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
-
 
 _DUE = """
 SELECT t.id, t.number, t.work_order_id, w.number AS order_number
@@ -152,6 +150,7 @@ ORDER BY t.next_attempt_at, t.id
 LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
 """
+_SEATS_HELD = "SELECT DISTINCT lower(seat) AS seat FROM callback_attempts WHERE ended_at IS NULL"
 _SEAT_HELD = "SELECT true FROM callback_attempts WHERE ended_at IS NULL AND lower(seat) = lower($1) LIMIT 1"
 _NEW_ATTEMPT = """
 INSERT INTO callback_attempts (task_id, attempt_no, started_at, seat)
@@ -251,11 +250,10 @@ class CallbackDesk:
             if any(waiting.get(q, 0) > 0 for q in queues):
                 continue
             free.append((m.state.since, m.state.seat))
-        async with self.pool.acquire() as conn:
-            for _, seat in sorted(free):
-                if not await conn.fetchval(_SEAT_HELD, seat):
-                    return seat
-        return None
+        if not free:
+            return None
+        held = {r["seat"] for r in await self.pool.fetch(_SEATS_HELD)}   # one query, not one per seat
+        return next((seat for _, seat in sorted(free) if seat.lower() not in held), None)
 
     def _ready(self) -> bool:
         client = getattr(self.actions, "client", None)
@@ -576,12 +574,12 @@ class CallbackDesk:
         if status is not None and status not in STATUSES:
             raise CallbackError(400, f"status must be one of {', '.join(STATUSES)}", "status")
         rows = await self.pool.fetch(_LIST, status, limit)
-        return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
+        return [to_json(dict(r)) for r in rows]
 
     async def attempts(self, task_id: int) -> list[dict]:
         rows = await self.pool.fetch("SELECT id, attempt_no, started_at, ended_at, seat, action_id, outcome, detail"
                                      " FROM callback_attempts WHERE task_id = $1 ORDER BY attempt_no", task_id)
-        return [{**{k: _iso(v) for k, v in dict(r).items()}, "detail": json.loads(r["detail"])} for r in rows]
+        return [{**to_json(dict(r)), "detail": json.loads(r["detail"])} for r in rows]
 
     async def cancel(self, task_id: int, actor: str, reason: str | None = None) -> dict:
         """Cancel an open task (a call in progress goes on; its outcome no longer moves the task)."""
