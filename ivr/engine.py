@@ -257,27 +257,28 @@ class _Run:
         self._step(node_id, node.type, "failed" if failed else "played")
         return node.next
 
-    async def _menu(self, node_id: str, node: MenuNode, pending) -> str:
-        token, key = await self._ask(node, node.keys, pending)
+    async def _choose(self, node_id: str, node: MenuNode | LanguageNode, valid, pending) -> tuple[str, str]:
+        """Ask a menu or language node, record the choice and the step: (token, key or "")."""
+        token, key = await self._ask(node, valid, pending)
         self.choices.append(token)
         self._step(node_id, node.type, "key" if key else token, key)
-        if key:
-            return node.keys[key]
-        if token == "invalid" and node.on_invalid is not None:
-            return node.on_invalid
-        return node.on_timeout
+        return token, key
+
+    @staticmethod
+    def _no_choice(node: MenuNode | LanguageNode, token: str) -> str:
+        return node.on_invalid if token == "invalid" and node.on_invalid is not None else node.on_timeout
+
+    async def _menu(self, node_id: str, node: MenuNode, pending) -> str:
+        token, key = await self._choose(node_id, node, node.keys, pending)
+        return node.keys[key] if key else self._no_choice(node, token)
 
     async def _language(self, node_id: str, node: LanguageNode, pending) -> str:
-        token, key = await self._ask(node, node.choices, pending)
-        self.choices.append(token)
-        self._step(node_id, node.type, "key" if key else token, key)
-        if key:
-            choice = node.choices[key]
-            self.language = choice.language
-            return choice.next
-        if token == "invalid" and node.on_invalid is not None:
-            return node.on_invalid
-        return node.on_timeout
+        token, key = await self._choose(node_id, node, node.choices, pending)
+        if not key:
+            return self._no_choice(node, token)
+        choice = node.choices[key]
+        self.language = choice.language
+        return choice.next
 
     async def _queue(self, node_id: str, node: QueueNode, pending) -> FlowResult:
         self._step(node_id, node.type, "route")

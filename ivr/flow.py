@@ -245,9 +245,6 @@ class MenuNode(Node):
     on_invalid: NodeId | None = None
     asks: ClassVar[bool] = True
 
-    def choices(self) -> Mapping[str, str]:
-        return self.keys
-
     def targets(self):
         for key, target in self.keys.items():
             yield ("keys", key), target
