@@ -55,7 +55,7 @@ from telephony.simulator.bus import CALL
 from telephony.simulator.caller import Keypad, ScriptedCaller, SimCallResult
 from telephony.simulator.channels import RINGING, UP, Channel
 from telephony.simulator.queue import DEVICE_STATES
-from telephony.simulator.queue_app import QueueApp
+from telephony.simulator.queue_app import MAX_TALK, QueueApp
 from telephony.simulator.seat_legs import DialAttempt
 from telephony.simulator.transfer import TRANSFER_CONTEXT, TransferRequest
 from telephony.simulator.wav import finish_file, start_file
@@ -69,7 +69,6 @@ INBOUND_CONTEXT, INBOUND_EXTEN = "hotline-inbound", "12345"
 SURVEY_CONTEXT = "hotline-survey"   # config/asterisk.py SURVEY_CONTEXT
 EMERGENCY_NUMBER = "110"            # the one HOTLINE_TRANSFER the dialplan honours
 MAX_TRANSFERS = 20  # queue hops of one call (a transfer loop cannot run for ever)
-MAX_TALK = 4 * 3600.0
 
 
 class InboundCall:
@@ -347,6 +346,15 @@ class InboundCall:
         ev.newexten(bus, c2, "Goto", "route", priority=c2.priority + 1)
         return False
 
+    async def _until_either_hangs_up(self, callee, until: float) -> None:
+        """Sim time passes until ``until``, the caller hanging up or ``callee`` hanging up."""
+        clock = self.core.clock
+        for _ in range(100_000):
+            if self.gone.is_set() or callee in self.hung or clock.now() >= until:
+                return
+            self.wake.clear()
+            await clock.wait(self.wake, until - clock.now())
+
     async def _dial_emergency(self, device: str, number: str, dialstring: str) -> str:
         """The 110 channel rings, then answers and talks (its SeatBehaviour) or does not: the status."""
         core, bus, c2, clock = self.core, self.bus, self.c2, self.core.clock
@@ -363,12 +371,8 @@ class InboundCall:
         ev.newstate(bus, callee, RINGING)
         behaviour = core.behaviour(number)
         answers = behaviour.answers and behaviour.answer_after <= ring
-        due = clock.now() + (behaviour.answer_after if answers else ring)
-        for _ in range(100_000):  # ringing: until the answer, the ring time, or a hang-up either side
-            if self.gone.is_set() or callee in self.hung or clock.now() >= due:
-                break
-            self.wake.clear()
-            await clock.wait(self.wake, due - clock.now())
+        # ringing: until the answer, the ring time, or a hang-up either side
+        await self._until_either_hangs_up(callee, clock.now() + (behaviour.answer_after if answers else ring))
         gone = self.gone.is_set()
         if gone or not answers or callee in self.hung:
             status = "CANCEL" if gone else "NOANSWER"
@@ -386,12 +390,8 @@ class InboundCall:
         bridges.enter(bus, bridge, callee)
         ev.varset(bus, c2, "BRIDGEPEER", callee.name)
         ev.varset(bus, callee, "BRIDGEPEER", c2.name)
-        until = clock.now() + min(max(behaviour.talk, 0.0), MAX_TALK)
-        for _ in range(100_000):  # the 110 call: until either side hangs up
-            if self.gone.is_set() or callee in self.hung or clock.now() >= until:
-                break
-            self.wake.clear()
-            await clock.wait(self.wake, until - clock.now())
+        # the 110 call: until either side hangs up
+        await self._until_either_hangs_up(callee, clock.now() + min(max(behaviour.talk, 0.0), MAX_TALK))
         by_caller = self.gone.is_set()
         if by_caller:
             self.flush_citizen_hangup()
