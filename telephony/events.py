@@ -120,6 +120,22 @@ class Hangup(AmiEvent):
     cause_text = _text("Cause-txt")
 
 
+@_register("DialBegin")
+class DialBegin(AmiEvent):
+    """A Dial() from a channel (``Uniqueid``) to a new one (``DestUniqueid``)."""
+    __slots__ = ()
+    dest_uniqueid = _text("DestUniqueid")
+    dest_channel = _text("DestChannel", "")
+    dial_string = _text("DialString", "")
+
+
+@_register("DialEnd")
+class DialEnd(DialBegin):
+    """The end of a Dial(): ``DialStatus`` ANSWER, NOANSWER, BUSY, CANCEL, CHANUNAVAIL, ..."""
+    __slots__ = ()
+    dial_status = _text("DialStatus", "")
+
+
 @_register("VarSet")
 class VarSet(AmiEvent):
     __slots__ = ()

@@ -184,7 +184,7 @@ class CallTracker:
             self._dirty.add(linkedid)
         if not call.inbound and event.frame.get("Context") in self.inbound_contexts:
             call.inbound = True
-        handler = _HANDLERS.get(type(event)) or _BY_NAME.get(event.name)
+        handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(call, event)
         if event.name == "AGIExecStart" and not call.ivr_seen:
@@ -562,23 +562,22 @@ def _complete(call: _Call, e: ev.AgentComplete) -> None:
     call.note(e.timestamp, "completed", seat=e.member_name, talk=e.talk_time, reason=e.reason)
 
 
-def _dial_begin(call: _Call, e: ev.AmiEvent) -> None:
+def _dial_begin(call: _Call, e: ev.DialBegin) -> None:
     """The dialplan's Dial() of 110: from the channel the IVR asked for it, before any queue."""
     if (call.emergency_at is None and call.transfer_uniqueid and e.uniqueid == call.transfer_uniqueid
             and not call.joined and call.answered_at is None):
         call.emergency_at = e.timestamp
-        call.emergency_dest = e.frame.get("DestUniqueid") or None
-        call.note(e.timestamp, "emergency_dial", dial=e.frame.get("DialString") or "",
-                  channel=e.frame.get("DestChannel") or "")
+        call.emergency_dest = e.dest_uniqueid or None
+        call.note(e.timestamp, "emergency_dial", dial=e.dial_string or "", channel=e.dest_channel or "")
 
 
-def _dial_end(call: _Call, e: ev.AmiEvent) -> None:
-    status = e.frame.get("DialStatus") or ""
+def _dial_end(call: _Call, e: ev.DialEnd) -> None:
+    status = e.dial_status or ""
     if call.emergency_at is None or call.emergency_status is not None or not status:
         return
     if e.uniqueid != call.transfer_uniqueid:
         return
-    if call.emergency_dest and e.frame.get("DestUniqueid") != call.emergency_dest:
+    if call.emergency_dest and e.dest_uniqueid != call.emergency_dest:
         return
     call.emergency_status = status
     call.note(e.timestamp, "emergency_answered" if status == "ANSWER" else "emergency_failed", status=status)
@@ -596,6 +595,8 @@ def _hangup(call: _Call, e: ev.Hangup) -> None:
 
 
 _HANDLERS = {
+    ev.DialBegin: _dial_begin,
+    ev.DialEnd: _dial_end,
     ev.Newchannel: _caller_id,
     ev.NewCallerid: _caller_id,
     ev.VarSet: _varset,
@@ -607,9 +608,4 @@ _HANDLERS = {
     ev.AgentConnect: _connect,
     ev.AgentComplete: _complete,
     ev.Hangup: _hangup,
-}
-# events without a class of their own (telephony.events makes them plain AmiEvents), by name
-_BY_NAME = {
-    "DialBegin": _dial_begin,
-    "DialEnd": _dial_end,
 }
