@@ -57,7 +57,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Iterable, Sequence
 
-from config.settings import QueueConfig, Settings
+from config.settings import DIAL_TARGET, QueueConfig, Settings, overflow_chain
 from telephony.model import EMERGENCY_NUMBER
 
 HOTLINE_NUMBER = "12345"
@@ -81,7 +81,6 @@ _CATEGORY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _STRATEGIES = frozenset({"ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "rrordered", "linear", "wrandom"})
 _DID = re.compile(r"^(?:[0-9*#+]+|_[0-9XZNxzn.!*#+]+)$")
 # A Dial() destination, several joined by '&' (as config.settings checks emergency_dial).
-_DIAL_TARGET = re.compile(r"[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+(?:&[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+)*")
 
 # Characters that would end a line, start a comment or a section in a .conf file.
 _BREAKING = {"\r": "CR", "\n": "LF", "\x00": "NUL", ";": "';'", "[": "'['"}
@@ -200,15 +199,15 @@ def _emergency_dial(settings: Settings) -> tuple[str, int]:
     """The 110 Dial() destination and its ring time, checked again (settings may come unvalidated):
     nothing that ends the Dial() argument or the line (',', ')', ';', CR, LF), and no '$'."""
     target = _safe("ivr.emergency_dial", settings.ivr.emergency_dial)
-    if len(target) > 200 or not _DIAL_TARGET.fullmatch(target):
+    if len(target) > 200 or not DIAL_TARGET.fullmatch(target):
         raise ValueError(f"ivr.emergency_dial: {target!r} must be a Dial() destination like "
                          "PJSIP/110@hotline-trunk (letters, digits and _ - @ . + # * : / only)")
     return target, _whole("ivr.emergency_ring_seconds", settings.ivr.emergency_ring_seconds, 5, 120)
 
 
-def _survey_step(indent: str = " ") -> str:
+def _survey_step() -> str:
     """After Queue(): a seat answered and hung up (option c) -> the survey."""
-    return (f'{indent}same => n,GotoIf($["${{REGEX("^CONTINUE$" ${{QUEUESTATUS}})}}" = "1"]'
+    return (f' same => n,GotoIf($["${{REGEX("^CONTINUE$" ${{QUEUESTATUS}})}}" = "1"]'
             f"?{SURVEY_CONTEXT},s,1)")
 
 
@@ -253,21 +252,29 @@ def _overflows(settings: Settings, names: Sequence[str]) -> list[tuple[str, str,
         target = _name(f"queues[{i}].overflow", q.overflow)
         if target not in names:
             raise ValueError(f"queues[{i}].overflow: {target!r} is not one of the configured queues")
-        seen = [q.name]
-        while target is not None and target not in seen:
-            seen.append(target)
-            target = by_name[target][1].overflow if target in by_name else None
-        if target is not None:
-            raise ValueError(f"queues[{i}].overflow: {' -> '.join([*seen, target])} is a loop")
+        seen, back = overflow_chain(settings.queues, q.name)
+        if back is not None:
+            raise ValueError(f"queues[{i}].overflow: {' -> '.join([*seen, back])} is a loop")
         j, dst = by_name[q.overflow]
         out.append((q.name, dst.name, _whole(f"queues[{j}].max_wait", dst.max_wait, 1, 9999),
                     _category(f"queues[{j}].category", dst.category)))
     return out
 
 
-def _overflow_bound(overflows: Sequence[object]) -> int:
-    """Hops a caller may make: without loops, at most one per queue that has an overflow."""
-    return len(overflows)
+def _overflow_checks(bound: int) -> list[str]:
+    """After Queue(): on to the overflow only after a timeout, and only ``bound`` hops in all
+    (without loops at most one per queue that has an overflow)."""
+    return [' same => n,GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
+            f" same => n,GotoIf($[${{HOTLINE_OVERFLOWS}} >= {bound}]?queue_done)"]
+
+
+def _overflow_hop(dst: str, wait: int, category: str) -> list[str]:
+    """The caller becomes the overflow queue's: its name for the service, its max wait, its
+    category, one hop more (then a Goto into that queue)."""
+    return [f" same => n,Set(HOTLINE_QUEUE={dst})",
+            f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={wait})",
+            f" same => n,Set(HOTLINE_CATEGORY={category})",
+            " same => n,Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])"]
 
 
 def _hops(n: int) -> str:
@@ -327,18 +334,14 @@ def render_dialplan(settings: Settings, *, number: str = HOTLINE_NUMBER, dids: S
         overflow_steps = [
             " ; Overflow: a caller whose max wait ran out (QUEUESTATUS=TIMEOUT, not a hang-up) goes on to",
             " ; the queue's overflow queue, with that queue's max wait and category; HOTLINE_QUEUE names it",
-            f" ; for the service. At most {_hops(_overflow_bound(overflows))}: the settings forbid loops, this bounds them.",
-            ' same => n,GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
-            f" same => n,GotoIf($[${{HOTLINE_OVERFLOWS}} >= {_overflow_bound(overflows)}]?queue_done)",
+            f" ; for the service. At most {_hops(len(overflows))}: the settings forbid loops, this bounds them.",
+            _overflow_checks(len(overflows)),
             [f' same => n,GotoIf($["${{HOTLINE_QUEUE}}" = "{src}"]?overflow_{n})'
              for n, (src, _dst, _wait, _cat) in enumerate(overflows, 1)],
         ]
     overflow_targets = [
         [f" same => n(overflow_{n}),NoOp(Hotline overflow {src} to {dst})",
-         f" same => n,Set(HOTLINE_QUEUE={dst})",
-         f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={wait})",
-         f" same => n,Set(HOTLINE_CATEGORY={category})",
-         " same => n,Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])",
+         *_overflow_hop(dst, wait, category),
          " same => n,Goto(in_queue)"]
         for n, (src, dst, wait, category) in enumerate(overflows, 1)
     ]
@@ -447,30 +450,19 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
     trunk = _name("trunk", trunk)
     recordings = _recordings_dir(settings)
     overflows = {src: (dst, wait, category) for src, dst, wait, category in _overflows(settings, names)}
-    bound = _overflow_bound(overflows)
     transfer = []
     for i, name in enumerate(names):
         wait = _whole(f"queues[{i}].max_wait", settings.queues[i].max_wait, 1, 9999)
         if not overflows:
-            transfer.append(f"exten => {name},1,Queue(${{EXTEN}},ct,,,{wait})")
-            transfer.append(_survey_step())
-            transfer.append(" same => n,Hangup()")
+            transfer += [f"exten => {name},1,Queue(${{EXTEN}},ct,,,{wait})", _survey_step(), " same => n,Hangup()"]
             continue
         # A transferred caller starts counting overflow hops afresh; an overflow comes in at in_queue.
-        transfer.append(f"exten => {name},1,Set(HOTLINE_OVERFLOWS=0)")
-        transfer.append(f" same => n(in_queue),Queue(${{EXTEN}},ct,,,{wait})")
-        transfer.append(_survey_step())
+        transfer += [f"exten => {name},1,Set(HOTLINE_OVERFLOWS=0)",
+                     f" same => n(in_queue),Queue(${{EXTEN}},ct,,,{wait})", _survey_step()]
         if name in overflows:
             dst, dst_wait, category = overflows[name]
-            transfer += [
-                ' same => n,GotoIf($["${QUEUESTATUS}" != "TIMEOUT"]?queue_done)',
-                f" same => n,GotoIf($[${{HOTLINE_OVERFLOWS}} >= {bound}]?queue_done)",
-                f" same => n,Set(HOTLINE_QUEUE={dst})",
-                f" same => n,Set(HOTLINE_QUEUE_TIMEOUT={dst_wait})",
-                f" same => n,Set(HOTLINE_CATEGORY={category})",
-                " same => n,Set(HOTLINE_OVERFLOWS=$[${HOTLINE_OVERFLOWS} + 1])",
-                f" same => n,Goto({dst},in_queue)",
-            ]
+            transfer += [*_overflow_checks(len(overflows)), *_overflow_hop(dst, dst_wait, category),
+                         f" same => n,Goto({dst},in_queue)"]
         transfer.append(f" same => n{'(queue_done)' if name in overflows else ''},Hangup()")
     seats = []
     for seat in settings.seats:
@@ -481,7 +473,7 @@ def render_leader_dialplan(settings: Settings, *, trunk: str = CALLBACK_TRUNK) -
     return _lines(
         "; Leader hotline: a seat's blind transfer of its caller into a configured queue (AMI BlindTransfer).",
         [f"; A timeout there goes on to the queue's overflow queue as in {INBOUND_CONTEXT}, at most "
-         f"{_hops(bound)}."] if overflows else [],
+         f"{_hops(len(overflows))}."] if overflows else [],
         f"[{TRANSFER_CONTEXT}]",
         transfer,
         "",

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -30,7 +30,7 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@./]+$")
 _STATE_INTERFACE = re.compile(r"^[A-Za-z0-9_\-]+[/:][A-Za-z0-9_\-@./:]+$")  # PJSIP/8001, Custom:seat1001
 # A Dial() destination (TECH/resource, several joined by '&'), e.g. PJSIP/110@hotline-trunk: it goes
 # into the generated dialplan's Dial(), so nothing that ends the argument or the line, and no '$'.
-_DIAL_TARGET = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+(?:&[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+)*$")
+DIAL_TARGET = re.compile(r"^[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+(?:&[A-Za-z0-9_\-]+/[A-Za-z0-9_\-@.+#*:/]+)*$")
 
 
 class ConfigError(Exception):
@@ -177,7 +177,7 @@ class IvrMenuSettings(BaseModel):
     @field_validator("emergency_dial")
     @classmethod
     def _emergency_dial(cls, v: str) -> str:
-        if len(v) > 200 or not _DIAL_TARGET.fullmatch(v):
+        if len(v) > 200 or not DIAL_TARGET.fullmatch(v):
             raise ValueError("emergency_dial is a Dial() destination like PJSIP/110@hotline-trunk "
                              "(letters, digits and _ - @ . + # * : / only; several joined by '&')")
         return v
@@ -213,6 +213,17 @@ class NodeSettings(BaseModel):
         if not _NAME.match(v):
             raise ValueError("node id may hold only letters, digits, '_' and '-'")
         return v
+
+
+def overflow_chain(queues: Iterable[QueueConfig], start: str) -> tuple[list[str], str | None]:
+    """Follow the overflows from queue ``start``: the queues passed, and the queue where the walk
+    came back on itself (None: the chain ended)."""
+    overflow = {q.name: q.overflow for q in queues}
+    chain, nxt = [start], overflow.get(start)
+    while nxt is not None and nxt not in chain:
+        chain.append(nxt)
+        nxt = overflow.get(nxt)
+    return chain, nxt
 
 
 def _default_queues() -> list[QueueConfig]:
@@ -289,7 +300,6 @@ class Settings(BaseSettings):
 
     def _check_overflows(self, names: set[str]) -> None:
         """Each overflow names another configured queue, and following them never comes back."""
-        overflow = {q.name: q.overflow for q in self.queues}
         for i, q in enumerate(self.queues):
             if q.overflow is None:
                 continue
@@ -297,13 +307,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"queues[{i}].overflow names unknown queue {q.overflow!r}")
             if q.overflow == q.name:
                 raise ValueError(f"queues[{i}].overflow names the queue itself ({q.name!r})")
-            chain = [q.name]
-            nxt: str | None = q.overflow
-            while nxt is not None and nxt not in chain:
-                chain.append(nxt)
-                nxt = overflow.get(nxt)
-            if nxt == q.name:
-                raise ValueError(f"queues[{i}].overflow makes an overflow loop: {' -> '.join([*chain, nxt])}")
+            chain, back = overflow_chain(self.queues, q.name)
+            if back == q.name:
+                raise ValueError(f"queues[{i}].overflow makes an overflow loop: {' -> '.join([*chain, back])}")
 
     def pbx_nodes(self) -> list[NodeSettings]:
         """The Asterisk nodes this service follows: ``nodes``, or the single ``node_id`` on ``ami``."""
