@@ -137,12 +137,13 @@ async def run_demo(settings: Settings, *, calls: int | None, speed: float, seed:
             await asyncio.wait({waiter, stopper}, timeout=600 / speed + 120, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
-        await service.live.drain()
-        summary = await run_summary(pool, s.node_id)
     finally:
-        await service.stop()
+        await service.stop()   # drains the writer: the calls that ended meanwhile are written too
         await sim.stop()
         await redis.aclose()
+    try:   # counted from Postgres after the stop, so the summary matches the log lines
+        summary = await run_summary(pool, s.node_id)
+    finally:
         await pool.close()
     summary["node"] = s.node_id
     print(json.dumps(summary, ensure_ascii=False), flush=True)
